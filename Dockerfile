@@ -1,0 +1,31 @@
+# One image for every hookline process; the command picks which one:
+#   hookline migrate | ingest | project | mail | schedule | api
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin hookline
+
+WORKDIR /app
+# dependencies first, so that a code change does not reinstall them
+COPY pyproject.toml ./
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY alembic.ini ./
+COPY migrations migrations
+COPY eventlog eventlog
+COPY ingest ingest
+COPY processors processors
+COPY projections projections
+# editable: `hookline migrate` finds migrations/ beside the packages, as in a checkout
+RUN pip install --no-deps --editable . && python -m compileall -q eventlog ingest processors projections migrations
+
+USER hookline
+EXPOSE 8000 8001 8002 8003 8004
+CMD ["hookline", "--help"]

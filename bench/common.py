@@ -1,0 +1,138 @@
+"""What every benchmark shares: a throwaway database and stream, processes, the results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pika
+import psycopg
+from psycopg import sql
+
+from eventlog.settings import Settings
+from projections.schema import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Settings]:
+    """A migrated database and an empty stream, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    settings = Settings(database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+                        amqp_url=AMQP_URL, stream=f"bench.{name}", operator_tokens=("bench",))
+    migrate(settings)
+    try:
+        yield settings
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        connection.channel().queue_delete(settings.stream)
+        connection.close()
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+    env.update({"HOOKLINE_DATABASE_URL": settings.database_url,
+                "HOOKLINE_AMQP_URL": settings.amqp_url, "HOOKLINE_STREAM": settings.stream,
+                "HOOKLINE_OPERATOR_TOKENS": "bench", "HOOKLINE_LOG_LEVEL": "WARNING"})
+    env.update(extra)
+    return env
+
+
+def hookline(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "processors.cli", *args], env=env,
+                            start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM the process's group; SIGKILL it when it has not gone within `grace` seconds."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace)
+    except ProcessLookupError:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so a benchmark's finally blocks still clean up."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback)
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, cwd=ROOT).stdout.strip() or "uncommitted"
+
+
+def record(title: str, command: str, table: str, notes: str = "") -> None:
+    """Append one run's figures to bench/RESULTS.md and print them."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"\n## {title} — {when}\n\n"
+               f"- command: `{command}`\n- commit: {commit()}\n- machine: {machine()}\n\n"
+               f"{table}\n" + (f"\n{notes}\n" if notes else ""))
+    print(section)
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nEach section is one run, appended by the "
+                           "benchmark that produced it.\n")
+    with RESULTS.open("a") as results:
+        results.write(section)

@@ -1,0 +1,80 @@
+"""The envelope: one record of the log, as JSON with the payload kept byte for byte."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+# encode() writes the payload last; header values are JSON strings, in which this cannot occur.
+_PAYLOAD_KEY = b',"payload":'
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: str
+    source: str
+    type: str
+    subject: str
+    received_at: datetime
+    raw_payload: bytes
+    parsed: Any = field(default=None, compare=False, repr=False)
+
+    def payload(self) -> Any:
+        return self.parsed if self.parsed is not None else orjson.loads(self.raw_payload)
+
+    def exact_payload(self) -> Any:
+        """The payload with every non-integer number as an exact Decimal, never a float."""
+        return json.loads(self.raw_payload, parse_float=Decimal)
+
+    def encode(self) -> bytes:
+        return encode(self.id, self.source, self.type, self.subject, self.received_at,
+                      self.raw_payload)
+
+
+def encode(id: str, source: str, type: str, subject: str, received_at: datetime,
+           raw_payload: bytes) -> bytes:
+    """Serialise an envelope, splicing the already-valid JSON payload in as it was sent."""
+    return orjson.dumps({
+        "id": id,
+        "source": source,
+        "type": type,
+        "subject": subject,
+        "received_at": received_at,
+        "payload": orjson.Fragment(raw_payload),
+    }, option=orjson.OPT_UTC_Z)
+
+
+def decode(body: bytes) -> Envelope:
+    """Parse a record's header and keep its payload raw; ValueError when it is not a record."""
+    split = body.find(_PAYLOAD_KEY)
+    if split < 0 or not body.endswith(b"}"):
+        raise ValueError("not an envelope: no payload")
+    try:
+        header = orjson.loads(body[:split] + b"}")
+        raw_payload = body[split + len(_PAYLOAD_KEY):-1]
+        return Envelope(
+            id=_text(header["id"]),
+            source=_text(header["source"]),
+            type=_text(header["type"]),
+            subject=_text(header["subject"]),
+            received_at=datetime.fromisoformat(header["received_at"]),
+            raw_payload=raw_payload,
+            parsed=orjson.loads(raw_payload),  # a record whose payload is not JSON is not one
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not an envelope: {exc}") from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,246 @@
+"""Every process's configuration, read once from the environment at start."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names the variable and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_url: str = "amqp://guest:guest@localhost:5672/%2F"
+    database_url: str = "postgresql+psycopg://postgres@localhost:5432/hookline"
+    stream: str = "hookline.events"
+    stream_max_bytes: int = 20_000_000_000
+    stream_max_age: str | None = None
+    stream_max_segment_bytes: int | None = None
+    smtp_url: str | None = None
+    stripe_secrets: tuple[str, ...] = ()
+    stripe_tolerance: int = 300
+    chapa_secrets: tuple[str, ...] = ()
+    bookings_secrets: tuple[str, ...] = ()
+    transactions_secrets: tuple[str, ...] = ()
+    operator_tokens: tuple[str, ...] = ()
+    booking_ttl: int = 15 * 60
+    payment_timeout: int = 3 * 86400
+    max_body_bytes: int = 256 * 1024
+    publish_timeout: float = 5.0
+    ingest_bind: str = "127.0.0.1:8000"
+    api_bind: str = "127.0.0.1:8001"
+    projector_metrics_bind: str = "127.0.0.1:8002"
+    projector_batch: int = 500
+    schedule_interval: int = 10
+    scheduler_metrics_bind: str = "127.0.0.1:8004"
+    mail_from: str = "hookline <no-reply@localhost>"
+    mail_max_attempts: int = 8
+    mail_backoff_base: float = 30.0
+    mailer_metrics_bind: str = "127.0.0.1:8003"
+    dev_smtp_bind: str = "127.0.0.1:8025"
+    accept_gaps: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def psycopg_url(self) -> str:
+        """The database URL as libpq understands it (no SQLAlchemy driver suffix)."""
+        return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from HOOKLINE_* variables, raising SettingsError on the first bad one."""
+    env = os.environ if env is None else env
+    read = _Reader(env)
+    return Settings(
+        amqp_url=read.parsed("HOOKLINE_AMQP_URL", Settings.amqp_url, _amqp_url,
+                             "an amqp:// or amqps:// URL", secret=True),
+        database_url=read.parsed("HOOKLINE_DATABASE_URL", Settings.database_url, _database_url,
+                                 "a postgresql:// or postgresql+psycopg:// URL", secret=True),
+        stream=read.text("HOOKLINE_STREAM", Settings.stream),
+        stream_max_bytes=read.parsed("HOOKLINE_STREAM_MAX_BYTES", Settings.stream_max_bytes,
+                                     _positive_int, "a positive whole number of bytes"),
+        stream_max_age=read.optional("HOOKLINE_STREAM_MAX_AGE", _stream_age,
+                                     "an age such as 7D, 12h, 30m (units Y M D h m s)"),
+        stream_max_segment_bytes=read.optional("HOOKLINE_STREAM_MAX_SEGMENT_BYTES", _positive_int,
+                                               "a positive whole number of bytes"),
+        smtp_url=read.optional("HOOKLINE_SMTP_URL", _smtp_url,
+                               "an smtp:// or smtps:// URL", secret=True),
+        stripe_secrets=read.secrets("HOOKLINE_STRIPE_SECRETS"),
+        stripe_tolerance=read.parsed("HOOKLINE_STRIPE_TOLERANCE", Settings.stripe_tolerance,
+                                     parse_duration, "a duration such as 300, 300s or 5m"),
+        chapa_secrets=read.secrets("HOOKLINE_CHAPA_SECRETS"),
+        bookings_secrets=read.secrets("HOOKLINE_BOOKINGS_SECRETS"),
+        transactions_secrets=read.secrets("HOOKLINE_TRANSACTIONS_SECRETS"),
+        operator_tokens=read.secrets("HOOKLINE_OPERATOR_TOKENS"),
+        booking_ttl=read.parsed("HOOKLINE_BOOKING_TTL", Settings.booking_ttl, parse_duration,
+                                "a duration such as 900, 900s, 15m, 2h or 3d"),
+        payment_timeout=read.parsed("HOOKLINE_PAYMENT_TIMEOUT", Settings.payment_timeout,
+                                    parse_duration, "a duration such as 3d, 72h or 259200"),
+        max_body_bytes=read.parsed("HOOKLINE_MAX_BODY_BYTES", Settings.max_body_bytes,
+                                   _positive_int, "a positive whole number of bytes"),
+        publish_timeout=read.parsed("HOOKLINE_PUBLISH_TIMEOUT", Settings.publish_timeout,
+                                    _positive_float, "a positive number of seconds"),
+        ingest_bind=read.parsed("HOOKLINE_INGEST_BIND", Settings.ingest_bind, _bind,
+                                "HOST:PORT"),
+        api_bind=read.parsed("HOOKLINE_API_BIND", Settings.api_bind, _bind, "HOST:PORT"),
+        projector_metrics_bind=read.parsed("HOOKLINE_PROJECTOR_METRICS_BIND",
+                                           Settings.projector_metrics_bind, _bind, "HOST:PORT"),
+        projector_batch=read.parsed("HOOKLINE_PROJECTOR_BATCH", Settings.projector_batch,
+                                    _positive_int, "a positive whole number of records"),
+        schedule_interval=read.parsed("HOOKLINE_SCHEDULE_INTERVAL", Settings.schedule_interval,
+                                      parse_duration, "a duration such as 10, 10s or 1m"),
+        scheduler_metrics_bind=read.parsed("HOOKLINE_SCHEDULER_METRICS_BIND",
+                                           Settings.scheduler_metrics_bind, _bind, "HOST:PORT"),
+        mail_from=read.parsed("HOOKLINE_MAIL_FROM", Settings.mail_from, _mail_from,
+                              "an address such as 'Bookings <bookings@example.com>'"),
+        mail_max_attempts=read.parsed("HOOKLINE_MAIL_MAX_ATTEMPTS", Settings.mail_max_attempts,
+                                      _positive_int, "a positive whole number of attempts"),
+        mail_backoff_base=read.parsed("HOOKLINE_MAIL_BACKOFF_BASE", Settings.mail_backoff_base,
+                                      _positive_float, "a positive number of seconds"),
+        mailer_metrics_bind=read.parsed("HOOKLINE_MAILER_METRICS_BIND",
+                                        Settings.mailer_metrics_bind, _bind, "HOST:PORT"),
+        dev_smtp_bind=read.parsed("HOOKLINE_DEV_SMTP_BIND", Settings.dev_smtp_bind, _bind,
+                                  "HOST:PORT"),
+        accept_gaps=read.parsed("HOOKLINE_ACCEPT_GAPS", False, _boolean, "true or false"),
+        extra={k: v for k, v in env.items() if k.startswith("HOOKLINE_")},
+    )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        """The variable's value, or the content of the file named by NAME_FILE."""
+        file_name = self.env.get(f"{name}_FILE")
+        if file_name:
+            try:
+                return Path(file_name).read_text().strip()
+            except OSError as exc:
+                raise SettingsError(
+                    f"{name}_FILE names {file_name!r}, which cannot be read: {exc.strerror}"
+                ) from None
+            except UnicodeDecodeError:
+                raise SettingsError(
+                    f"{name}_FILE names {file_name!r}, which is not UTF-8 text") from None
+        value = self.env.get(name)
+        return value if value not in (None, "") else None
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def optional(self, name: str, parse: Callable[[str], T], expected: str,
+                 secret: bool = False) -> T | None:
+        value = self.raw(name)
+        return None if value is None else self._parse(name, value, parse, expected, secret)
+
+    def parsed(self, name: str, default: T, parse: Callable[[str], T], expected: str,
+               secret: bool = False) -> T:
+        value = self.raw(name)
+        return default if value is None else self._parse(name, value, parse, expected, secret)
+
+    def secrets(self, name: str) -> tuple[str, ...]:
+        value = self.raw(name) or ""
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    @staticmethod
+    def _parse(name: str, value: str, parse: Callable[[str], T], expected: str,
+               secret: bool) -> T:
+        try:
+            return parse(value)
+        except ValueError:
+            shown = "the value given" if secret else repr(value)
+            raise SettingsError(f"{name} must be {expected}; got {shown}") from None
+
+
+def parse_duration(value: str) -> int:
+    """Seconds from '900', '900s', '15m', '2h' or '3d'."""
+    match = _DURATION.match(value)
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(value)
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(value)
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not 0 < number < math.inf:
+        raise ValueError(value)
+    return number
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in {"1", "0", "true", "false", "yes", "no"}:
+        raise ValueError(value)
+    return lowered in {"1", "true", "yes"}
+
+
+def _stream_age(value: str) -> str:
+    if not re.fullmatch(r"\d+[YMDhms]", value.strip()):
+        raise ValueError(value)
+    return value.strip()
+
+
+def _smtp_url(value: str) -> str:
+    if urlsplit(value).scheme not in {"smtp", "smtps"} or not urlsplit(value).hostname:
+        raise ValueError(value)
+    return value
+
+
+def _amqp_url(value: str) -> str:
+    return _url(value, {"amqp", "amqps"})
+
+
+def _database_url(value: str) -> str:
+    return _url(value, {"postgresql", "postgresql+psycopg"})
+
+
+def _url(value: str, schemes: set[str]) -> str:
+    parts = urlsplit(value)
+    _ = parts.port  # ValueError for a port that is not a number in range
+    if parts.scheme not in schemes:
+        raise ValueError(value)
+    return value
+
+
+def _mail_from(value: str) -> str:
+    if "@" not in parseaddr(value)[1]:
+        raise ValueError(value)
+    return value
+
+
+def _bind(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(value)
+    return value

@@ -1,0 +1,117 @@
+"""What every source provides, and the strict JSON parsing they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol, TypeVar
+
+import orjson
+
+from eventlog.envelope import Envelope
+from projections.domain import DomainEvent, Rejected
+
+Headers = Mapping[str, str] | Any
+T = TypeVar("T")
+AMOUNT_LIMIT = Decimal(10) ** 15  # beyond any real payment, and within what numeric stores
+
+
+class PayloadInvalid(Exception):
+    """The body is not JSON or fails validation; `errors` maps each field to its messages."""
+
+    def __init__(self, message: str, errors: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.errors: Mapping[str, Any] = errors or {}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What ingress extracts from a verified delivery to build its envelope."""
+
+    key: str
+    type: str
+    subject: str
+
+
+class Ingress(Protocol):
+    """A source's ingress side: verify the signature, then validate and key the delivery."""
+
+    def accept(self, headers: Headers, body: bytes) -> Delivery: ...
+
+
+class Interpreter(Protocol):
+    """A source's projection side: what a record of this source means."""
+
+    def __call__(self, envelope: Envelope) -> list[DomainEvent]: ...
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse strictly (UTF-8, no NaN, bounded depth) what the event store can keep."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadInvalid(f"the body is not valid JSON: {exc}") from None
+    if b"\\u0000" in body:
+        raise PayloadInvalid("the body contains a \\u0000 escape, which cannot be stored")
+    return payload
+
+
+def require_object(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise PayloadInvalid("the body must be a JSON object",
+                             {"_schema": ["Expected a JSON object."]})
+    return payload
+
+
+class Fields:
+    """Typed reads from a record's payload for interpretation; Rejected names what is missing.
+
+    Ingress has already validated each delivery in full; interpretation only checks the
+    structure it reads, so projecting stays cheap and a malformed record is still rejected.
+    """
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise Rejected(f"{where}: expected an object")
+        self._data, self._where = data, where
+
+    def text(self, name: str) -> str:
+        value = self._data.get(name)
+        if not isinstance(value, str) or not value:
+            raise Rejected(f"{self._where}.{name}: expected a non-empty string")
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        value = self._data.get(name)
+        return value if isinstance(value, str) and value else None
+
+    def amount(self, name: str) -> Decimal:
+        value = self._data.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+            raise Rejected(f"{self._where}.{name}: expected a decimal amount")
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            raise Rejected(f"{self._where}.{name}: not a decimal amount") from None
+        if not amount.is_finite() or not 0 < amount < AMOUNT_LIMIT:
+            raise Rejected(f"{self._where}.{name}: out of range")
+        return amount
+
+    def integer(self, name: str, minimum: int) -> int:
+        value = self._data.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise Rejected(f"{self._where}.{name}: expected a whole number from {minimum}")
+        return value
+
+    def nested(self, name: str) -> Fields:
+        return Fields(self._data.get(name), f"{self._where}.{name}")
+
+    def parsed(self, name: str, parse: Callable[[str], T], optional: bool = False) -> T | None:
+        """A string field turned into a value by `parse` (a date, a time)."""
+        if optional and self._data.get(name) is None:
+            return None
+        try:
+            return parse(self.text(name))
+        except ValueError:
+            raise Rejected(f"{self._where}.{name}: not a valid value") from None

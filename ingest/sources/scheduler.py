@@ -1,0 +1,71 @@
+"""Deadlines: records hookline appends itself when a booking or a payment waited too long.
+
+There is no HTTP endpoint. Ids are deterministic, so however many schedulers notice the same
+deadline, the projector applies it once and records the rest as duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from eventlog.envelope import Envelope, encode
+from eventlog.settings import Settings
+from ingest.sources.base import Ingress
+from projections.domain import BookingExpired, DomainEvent, PaymentTimedOut, Rejected
+
+NAME = "scheduler"
+BOOKING_EXPIRED, PAYMENT_TIMED_OUT = "booking.expired", "payment.timed_out"
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """One record to append: its id, what it is about, and the body of the log record."""
+
+    id: str
+    kind: str
+    record: bytes
+
+
+def ingress(_settings: Settings) -> Ingress | None:
+    return None  # appended by `hookline schedule`, never posted
+
+
+def booking_expired(reference: str, expires_at: datetime, now: datetime) -> Deadline:
+    payload = {"reference": reference, "expires_at": expires_at}
+    return _deadline(BOOKING_EXPIRED, reference, reference, payload, now)
+
+
+def payment_timed_out(transaction_id: str, booking_reference: str | None,
+                      pending_since: datetime, now: datetime) -> Deadline:
+    payload = {"transaction_id": transaction_id, "pending_since": pending_since}
+    return _deadline(PAYMENT_TIMED_OUT, transaction_id, booking_reference or transaction_id,
+                     payload, now)
+
+
+def _deadline(kind: str, key: str, subject: str, payload: dict[str, Any],
+              now: datetime) -> Deadline:
+    record_id = f"{NAME}:{kind}:{key}"
+    body = orjson.dumps(payload, option=orjson.OPT_UTC_Z)
+    return Deadline(record_id, kind, encode(record_id, NAME, kind, subject, now, body))
+
+
+def interpret(envelope: Envelope) -> list[DomainEvent]:
+    payload = envelope.payload()
+    try:
+        if envelope.type == BOOKING_EXPIRED:
+            return [BookingExpired(reference=_text(payload["reference"]))]
+        if envelope.type == PAYMENT_TIMED_OUT:
+            return [PaymentTimedOut(transaction_id=_text(payload["transaction_id"]))]
+    except (KeyError, TypeError) as exc:
+        raise Rejected(f"not a valid {envelope.type} record: {exc}") from None
+    return []
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a non-empty string, got {value!r}")
+    return value

@@ -1,0 +1,203 @@
+"""Operators' commands: `status`, `rebuild`, `outbox retry`, `events tail`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from eventlog.settings import Settings
+
+if TYPE_CHECKING:
+    from processors.rebuild import Report
+
+Command = Callable[[str, Callable[[Settings, argparse.Namespace], None], str],
+                   argparse.ArgumentParser]
+
+
+def add_commands(commands: Any, command: Command) -> None:
+    """Register the operators' sub-commands on the `hookline` parser."""
+    status = command("status", status_command, "print the log's end, each consumer's "
+                     "checkpoint and lag, and the outbox by status (as GET /v1/status)")
+    status.add_argument("--json", action="store_true", help="print it as JSON")
+    rebuild = command("rebuild", rebuild_command, "replay the log from offset 0 into fresh "
+                      "projection tables, then swap them in; sends no email")
+    rebuild.add_argument("--dry-run", action="store_true",
+                         help="report the differences a rebuild would make, change nothing")
+    rebuild.add_argument("--json", action="store_true", help="print the report as JSON")
+    rebuild.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                         help="how long to keep trying to lock the live tables (60)")
+    outbox = commands.add_parser("outbox", help="act on the email outbox")
+    retry = outbox.add_subparsers(required=True, metavar="ACTION").add_parser(
+        "retry", help="make a dead or failed email pending again, due now")
+    retry.set_defaults(command=outbox_retry_command)
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", type=int, help="the email's id (GET /v1/outbox)")
+    which.add_argument("--all-dead", action="store_true", help="every dead email")
+    events = commands.add_parser("events", help="read the log")
+    tail = events.add_subparsers(required=True, metavar="ACTION").add_parser(
+        "tail", help="print the log's last records, and with --follow new ones as they arrive")
+    tail.set_defaults(command=events_tail_command)
+    tail.add_argument("--source", help="only records of this source")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing until Ctrl-C")
+    tail.add_argument("--lines", "-n", type=int, default=10, help="how many last records (10)")
+    tail.add_argument("--from", dest="start", type=int, metavar="OFFSET",
+                      help="start at this offset instead")
+    tail.add_argument("--json", action="store_true",
+                      help="print each record exactly as the log holds it")
+
+
+def status_command(settings: Settings, args: argparse.Namespace) -> None:
+    from sqlalchemy import create_engine
+
+    from projections import queries
+    from projections.schema import check_reachable
+
+    check_reachable(settings)
+    end = queries.read_log_end(settings)
+    engine = create_engine(settings.database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        found = queries.status(conn, end)
+    engine.dispose()
+    print(json.dumps(found, indent=2) if args.json else render_status(found))
+
+
+def render_status(found: dict[str, Any]) -> str:
+    log, outbox = found["log"], found["outbox"]
+    end = log["end_offset"]
+    lines = [f"log        {log['stream']}: "
+             + (f"unreadable ({log['error']})" if end is None else
+                "empty" if end < 0 else f"end offset {end:,}"),
+             f"{'consumer':<24}{'checkpoint':>12}{'lag':>12}"]
+    lines += [f"{c['consumer']:<24}{c['checkpoint']:>12,}"
+              f"{'?' if c['lag'] is None else format(c['lag'], ','):>12}"
+              for c in found["consumers"]] or ["(no consumer has a checkpoint yet)"]
+    counts = "   ".join(f"{status} {n:,}" for status, n in outbox["counts"].items())
+    age = outbox["oldest_pending_age_seconds"]
+    lines += [f"outbox     {counts}",
+              f"           oldest email waiting: {'none' if age is None else _age(age)}"]
+    return "\n".join(lines)
+
+
+def _age(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes
+            else f"{seconds:.1f}s")
+
+
+def rebuild_command(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from eventlog.reader import OffsetGap
+    from eventlog.topology import ensure_stream
+    from processors.lifecycle import Stopper
+    from processors.rebuild import Progress, Rebuild, RebuildFailed
+    from projections.schema import check_reachable
+
+    check_reachable(settings)
+    ensure_stream(settings)
+    rebuild = Rebuild(settings, Stopper().install(), Progress(sys.stderr), args.lock_wait)
+    try:
+        report = rebuild.run(dry_run=args.dry_run)
+    except (RebuildFailed, OffsetGap, psycopg.Error) as exc:
+        sys.exit(f"hookline: rebuild failed, the live projections are untouched: {exc}")
+    print(json.dumps(_report(report), indent=2) if args.json else _render_report(report))
+
+
+def _report(report: Report) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(report)
+
+
+def _render_report(report: Report) -> str:
+    if report.swapped:
+        rows = ", ".join(f"{table} {n:,}" for table, n in report.rows.items())
+        return (f"rebuilt from the log up to offset {report.offset:,} and swapped in: {rows} "
+                "rows; the outbox and checkpoints are as they were")
+    lines = [f"dry run: the log replayed up to offset {report.offset:,} (the live checkpoint); "
+             "against the live tables a rebuild would make"]
+    for diff in report.diffs:
+        if diff.table == "email_outbox":
+            lines.append(f"  email_outbox: never changed by a rebuild; {diff.added} emails the "
+                         f"replay owes are missing from it, {diff.removed} of its rows the "
+                         "replay would not write")
+        else:
+            lines.append(f"  {diff.table}: " + (
+                f"+{diff.added} added, -{diff.removed} removed, ~{diff.changed} changed"
+                if diff.differs else "no difference"))
+        lines += [f"      {example}" for example in diff.examples]
+    return "\n".join(lines)
+
+
+def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
+    from sqlalchemy import create_engine
+
+    from projections import queries
+    from projections.schema import check_reachable
+
+    check_reachable(settings)
+    engine = create_engine(settings.database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if args.all_dead:
+                ids = queries.retry_dead_emails(conn)
+                print(f"{len(ids)} dead emails are pending again"
+                      + (f": {', '.join(map(str, ids))}" if ids else ""))
+                return
+            row = queries.retry_email(conn, args.id)
+    except (queries.EmailMissing, queries.NotRetryable) as exc:
+        sys.exit(f"hookline: {exc.args[0]}")
+    finally:
+        engine.dispose()
+    print(f"email {row['id']} ({row['template']} to {row['recipient']}) is pending again")
+
+
+def events_tail_command(settings: Settings, args: argparse.Namespace) -> None:
+    from eventlog.reader import StreamReader
+    from processors.lifecycle import Stopper
+    from projections import queries
+
+    end = queries.read_log_end(settings)
+    if end.end_offset is None:
+        sys.exit(f"hookline: {end.error}")
+    start = args.start if args.start is not None else max(0, end.end_offset - args.lines + 1)
+    last = None if args.follow else end.end_offset
+    if last is not None and start > last:
+        return
+    stopper = Stopper().install()
+    reader = StreamReader(settings, start, 200, "tail", stopper.is_set, idle_seconds=0.3)
+    try:
+        for batch in reader.batches():
+            for record in batch.records:
+                if last is not None and record.offset > last:
+                    return
+                line = _tail_line(record.offset, record.body, args.source, args.json)
+                if line is not None:
+                    print(line, flush=True)
+            reader.ack(batch)
+            if last is not None and batch.last_offset >= last:
+                return
+    except BrokenPipeError:  # the reader of our output went away (| head): done
+        sys.stderr.close()
+    finally:
+        reader.close()
+
+
+def _tail_line(offset: int, body: bytes, source: str | None, exact: bool) -> str | None:
+    from eventlog.envelope import decode
+
+    try:
+        envelope = decode(body)
+    except ValueError:
+        return None if source else f"{offset:>10}  (not an envelope: {len(body)} bytes)"
+    if source is not None and envelope.source != source:
+        return None
+    if exact:
+        return body.decode(errors="replace")
+    moment = envelope.received_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (f"{offset:>10}  {moment}  {envelope.source:<12} {envelope.type:<30} "
+            f"{envelope.subject}  {envelope.id}")

@@ -1,0 +1,132 @@
+"""The projector: read the log in batches, project each in one transaction, then ack."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import psycopg
+
+from eventlog.reader import Batch, StreamReader
+from eventlog.settings import Settings
+from eventlog.topology import log_end_offset, log_start_offset, open_connection
+from ingest.sources import interpreters
+from processors import metrics
+from processors.database import Database
+from processors.leadership import Leadership
+from processors.lifecycle import Stopper
+from projections.store import CheckpointMoved, load_checkpoint, project_batch
+
+log = logging.getLogger(__name__)
+CONSUMER = "projector"
+# measured on RabbitMQ's segment files: AMQP properties and chunk headers, per record
+RECORD_OVERHEAD_BYTES = 190
+
+
+class Projector:
+    def __init__(self, settings: Settings, stopper: Stopper, consumer: str = CONSUMER) -> None:
+        self.settings = settings
+        self.stopper = stopper
+        self.consumer = consumer
+        self.interpreters = interpreters()
+        self.db = Database(settings.psycopg_url, stopper, prepare_threshold=0)
+        self.checkpoint = -1
+        self.leadership = Leadership(settings, consumer, stopper)
+        self._records_read = self._bytes_read = 0
+
+    def run(self) -> None:
+        LagWatcher(self.settings, self).start()
+        try:
+            while self.leadership.acquire():  # a standby waits here until the leader is gone
+                self._lead()
+                self.leadership.release()
+        finally:
+            self.leadership.release()
+
+    def record_size(self) -> float | None:
+        """Mean bytes a record takes on disk, from the records read so far."""
+        if not self._records_read:
+            return None
+        return self._bytes_read / self._records_read + RECORD_OVERHEAD_BYTES
+
+    def _lead(self) -> None:
+        self.checkpoint = self.db.run(lambda c: load_checkpoint(c, self.consumer))
+        metrics.CONSUMER_OFFSET.labels(self.consumer).set(self.checkpoint)
+        log.info("projector starting after offset %d", self.checkpoint)
+        reader = StreamReader(self.settings, self.checkpoint + 1, self.settings.projector_batch,
+                              "projector", self._should_stop)
+        try:
+            for batch in reader.batches():
+                self._project(batch)
+                reader.ack(batch)
+        except psycopg.OperationalError:
+            if not self.stopper.is_set():
+                raise
+            log.warning("stopped while PostgreSQL was unreachable; the batch was not applied")
+        except (CheckpointMoved, psycopg.errors.UniqueViolation):
+            if not self._overtaken():
+                raise
+            log.warning("another projector committed past offset %d: standing by",
+                        self.checkpoint)
+        finally:
+            reader.close()
+            self.db.close()
+        log.info("projector stopped after offset %d", self.checkpoint)
+
+    def _should_stop(self) -> bool:
+        return self.stopper.is_set() or not self.leadership.leading
+
+    def _overtaken(self) -> bool:
+        """Whether a leader of a moment ago committed past our checkpoint, so ours must yield."""
+        current = self.db.run(lambda c: load_checkpoint(c, self.consumer))
+        return bool(current != self.checkpoint)
+
+    def _project(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        outcomes = self.db.run(lambda c: project_batch(
+            c, self.consumer, batch.records, self.checkpoint, self.interpreters,
+            self.settings.booking_ttl))
+        self.checkpoint = batch.last_offset
+        self._records_read += len(batch.records)
+        self._bytes_read += sum(len(record.body) for record in batch.records)
+        for outcome, count in outcomes.items():
+            metrics.EVENTS_PROJECTED.labels(outcome).inc(count)
+        metrics.CONSUMER_OFFSET.labels(self.consumer).set(self.checkpoint)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+
+class LagWatcher(threading.Thread):
+    """While leading, reads the log's ends every few seconds: the lag and the stream's size."""
+
+    def __init__(self, settings: Settings, projector: Projector, interval: float = 2.0) -> None:
+        super().__init__(name="lag", daemon=True)
+        self.settings, self.projector, self.interval = settings, projector, interval
+
+    def run(self) -> None:
+        metrics.STREAM_MAX_BYTES.set(self.settings.stream_max_bytes)
+        connection = None
+        while not self.projector.stopper.wait(self.interval):
+            if not self.projector.leadership.leading:
+                metrics.CONSUMER_LAG.clear()  # a standby's checkpoint is stale
+                continue
+            try:
+                connection = connection if connection and connection.is_open else \
+                    open_connection(self.settings, "lag")
+                end = log_end_offset(connection, self.settings.stream)
+                first = log_start_offset(connection, self.settings.stream)
+            except Exception as exc:
+                log.debug("lag unknown: %s", exc)
+                connection = None
+                continue
+            self._publish(first, end)
+
+    def _publish(self, first: int | None, end: int) -> None:
+        lag = max(0, end - self.projector.checkpoint)
+        metrics.CONSUMER_LAG.labels(self.projector.consumer).set(lag)
+        if first is None:
+            return
+        metrics.STREAM_FIRST_OFFSET.set(first)
+        size = self.projector.record_size()
+        if size is not None:
+            metrics.STREAM_BYTES.set((end - first + 1) * size)

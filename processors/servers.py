@@ -1,0 +1,120 @@
+"""gunicorn applications for the ingress and the operator API."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.gthread import ThreadWorker
+
+from eventlog.settings import Settings
+
+# Longest a client may leave a request half sent (headers or body) between two reads.
+CLIENT_READ_TIMEOUT_SECONDS = 5
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any]) -> None:
+        from ingest.app import RequestIdFilter
+
+        self.options = options
+        for handler in logging.getLogger().handlers:  # lines about a request name its id
+            handler.addFilter(RequestIdFilter())
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+
+class IngestWorker(ThreadWorker):  # type: ignore[misc]
+    """gthread, with every read from a client bounded: one that goes silent mid-request
+    (slowloris) frees its thread after CLIENT_READ_TIMEOUT_SECONDS and is closed at once."""
+
+    def init_process(self) -> None:
+        timeval = struct.pack("ll", CLIENT_READ_TIMEOUT_SECONDS, 0)
+        for listener in self.sockets:  # accepted sockets inherit it; setblocking() keeps it
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        self.log.error_log.addFilter(_StalledClients())
+        super().init_process()
+
+    def handle(self, conn: Any) -> Any:
+        keep = super().handle(conn)
+        if keep is False:
+            _stop_reading_if_silent(conn.sock)
+        return keep
+
+
+def _stop_reading_if_silent(sock: socket.socket) -> None:
+    """gunicorn's close waits up to 2 s, in the worker's main loop, for the client to close
+    first; a client that is open and silent would stall every other connection meanwhile."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass  # already gone: nothing to wait for
+
+
+class _StalledClients(logging.Filter):
+    """gunicorn logs a read timeout as an error with a traceback; one line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], BlockingIOError):
+            record.msg, record.args, record.exc_info = (
+                "closed a client silent for %d s mid-request", (CLIENT_READ_TIMEOUT_SECONDS,),
+                None)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+class IngestServer(_Server):
+    """One publisher per worker process, created after the fork, shared by its threads."""
+
+    def __init__(self, settings: Settings, bind: str, workers: int, threads: int) -> None:
+        self.settings = settings
+        super().__init__({
+            "bind": bind, "workers": workers, "threads": threads, "worker_class": IngestWorker,
+            "timeout": 30, "graceful_timeout": 10, "keepalive": 5,
+            "child_exit": _mark_worker_dead, "proc_name": "hookline-ingest",
+            "control_socket_disable": True,
+        })
+
+    def load(self) -> Flask:
+        from eventlog.publisher import Publisher
+        from ingest.app import create_app
+
+        publisher = Publisher(self.settings)
+        publisher.start()
+        publisher.wait_ready(5)
+        return create_app(self.settings, publisher)
+
+
+class ApiServer(_Server):
+    def __init__(self, settings: Settings, bind: str, threads: int = 8) -> None:
+        self.settings = settings
+        super().__init__({"bind": bind, "workers": 1, "threads": threads,
+                          "worker_class": "gthread", "timeout": 60,
+                          # room for every filter at its longest (255 characters) and a cursor
+                          "limit_request_line": 8190,
+                          "proc_name": "hookline-api", "control_socket_disable": True})
+
+    def load(self) -> Flask:
+        from sqlalchemy import create_engine
+
+        from projections.api import create_api
+
+        engine = create_engine(self.settings.database_url, pool_pre_ping=True, pool_size=8)
+        return create_api(self.settings, engine)
+
+
+def _mark_worker_dead(_arbiter: Arbiter, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+

@@ -1,0 +1,54 @@
+"""ISO 4217 active currency codes and their minor-unit exponents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Final
+
+# Minor-unit exponent -> active codes. Funds, metals and units whose ISO minor unit is "N.A."
+# (XAU, XDR, XSU, ...) are left out; codes still listed in 2024 (SLL, ZWL, CUC) stay in, and so
+# does XCG (published 2023, replaces ANG in 2025).
+_CODES_BY_EXPONENT: Final = {
+    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
+    2: (
+        "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP "
+        "BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR "
+        "FJD FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW "
+        "KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN "
+        "NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD "
+        "SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU "
+        "UZS VED VES WST XCD XCG YER ZAR ZMW ZWG ZWL"
+    ),
+    3: "BHD IQD JOD KWD LYD OMR TND",
+    4: "CLF UYW",
+}
+
+EXPONENTS: Final[Mapping[str, int]] = MappingProxyType(
+    {code: exp for exp, codes in _CODES_BY_EXPONENT.items() for code in codes.split()}
+)
+
+
+def is_currency(code: str) -> bool:
+    """True for an exact uppercase, active ISO 4217 code."""
+    return code in EXPONENTS
+
+
+def exponent(code: str) -> int:
+    """Minor-unit exponent of an exact uppercase code; KeyError for unknown codes."""
+    try:
+        return EXPONENTS[code]
+    except KeyError:
+        raise KeyError(f"unknown currency code {code!r}") from None
+
+
+def from_minor_units(amount: int, currency: str) -> Decimal:
+    """Exact major-unit amount, e.g. (1099, "usd") -> Decimal("10.99")."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError("amount must be an int in minor units")
+    # ASCII first: str.upper() maps some non-ASCII letters onto ASCII ones (dotless i -> "I").
+    code = currency.upper() if currency.isascii() else currency
+    sign, digits, _ = Decimal(amount).as_tuple()
+    # Built from the tuple, not by division, so no context precision can round it.
+    return Decimal((sign, digits, -exponent(code)))

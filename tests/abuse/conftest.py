@@ -1,0 +1,86 @@
+"""A running ingest and operator API with every secret set to a recognisable value, for the
+abuse tests (on the machine's RabbitMQ and PostgreSQL: nothing here breaks them)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pika
+import psycopg
+import pytest
+import requests
+from psycopg import sql
+
+from tests.chaos.webhooks import Delivery, Secrets
+from tests.conftest import AMQP_URL, PG_ADMIN
+from tests.operator_seed import seed
+from tests.processes import Pipeline, running_pipeline
+
+CANARIES = Secrets(transactions="whsec_CANARYtransactSECRET0123456789ab",
+                   stripe="whsec_CANARYstripeSECRET0123", chapa="CANARYchapaSECRET0123",
+                   bookings="whsec_CANARYbookingsSECRET0123456789ab")
+TOKEN = "CANARY-operator-token-0123456789"
+STRIPE_TOLERANCE = 3  # seconds; short, so a captured request goes stale within a test
+
+
+@dataclass
+class Hostile:
+    """ingest and api, and the database they serve."""
+
+    pipeline: Pipeline
+    database_url: str
+
+    def post(self, delivery: Delivery, headers: dict[str, str] | None = None,
+             **kwargs: Any) -> requests.Response:
+        return self.pipeline.http.post(
+            f"{self.pipeline.ingest_url}/v1/webhooks/{delivery.source}", data=delivery.body,
+            headers=delivery.headers(CANARIES) if headers is None else headers, timeout=30,
+            **kwargs)
+
+
+@pytest.fixture(scope="session")
+def seeded_database(template_database: str) -> Iterator[str]:
+    """A database of its own with a few rows in every table; its URL."""
+    name = f"hookline_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template_database)))
+    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed(conn, transactions=40, bookings=30, events=60, emails=30, references=10)
+    yield url.replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def hostile(seeded_database: str, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Hostile]:
+    stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    env = {"HOOKLINE_DATABASE_URL": seeded_database, "HOOKLINE_AMQP_URL": AMQP_URL,
+           "HOOKLINE_STREAM": stream, "HOOKLINE_OPERATOR_TOKENS": TOKEN,
+           "HOOKLINE_STRIPE_TOLERANCE": f"{STRIPE_TOLERANCE}s", **CANARIES.env()}
+    try:
+        with running_pipeline(env, tmp_path_factory.mktemp("hostile"),
+                              parts=("ingest", "api")) as pipeline:
+            yield Hostile(pipeline, seeded_database)
+    finally:
+        delete_stream(stream)
+
+
+def delete_stream(stream: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    connection.channel().queue_delete(stream)
+    connection.close()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")

@@ -1,0 +1,99 @@
+"""Shared fixtures: real PostgreSQL and RabbitMQ, one database and one stream per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import psycopg
+import pytest
+from psycopg import sql
+
+from eventlog.settings import Settings, load_settings
+from projections.schema import migrate
+from tests.processes import Pipeline, running_pipeline
+
+PG_ADMIN = os.environ.get("HOOKLINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("HOOKLINE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+TEMPLATE = f"hookline_template_{os.getpid()}"
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(PG_ADMIN, autocommit=True)
+
+
+def _db_url(name: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def template_database() -> Iterator[str]:
+    """A database migrated once per run; each test gets a copy of it."""
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE))
+    with _admin() as conn:
+        conn.execute(drop)
+    migrate(Settings(database_url=_db_url(TEMPLATE)))
+    yield TEMPLATE
+    with _admin() as conn:
+        conn.execute(drop)
+
+
+@pytest.fixture
+def database_url(template_database: str) -> Iterator[str]:
+    name = f"hookline_t_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template_database)))
+    yield _db_url(name)
+    try:
+        with _admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+    except psycopg.OperationalError:
+        pass  # a test that stopped PostgreSQL; the next run's names differ anyway
+
+
+@pytest.fixture
+def stream() -> Iterator[str]:
+    name = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    yield name
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        connection.channel().queue_delete(name)
+        connection.close()
+    except pika.exceptions.AMQPError:
+        pass  # a test that stopped RabbitMQ
+
+
+@pytest.fixture
+def settings(database_url: str, stream: str) -> Settings:
+    return load_settings({
+        "HOOKLINE_DATABASE_URL": database_url,
+        "HOOKLINE_AMQP_URL": AMQP_URL,
+        "HOOKLINE_STREAM": stream,
+        "HOOKLINE_OPERATOR_TOKENS": "test-token",
+    })
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection]:
+    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def env(database_url: str, stream: str) -> dict[str, str]:
+    """The HOOKLINE_* variables a process under test runs with."""
+    return {"HOOKLINE_DATABASE_URL": database_url, "HOOKLINE_AMQP_URL": AMQP_URL,
+            "HOOKLINE_STREAM": stream}
+
+
+@pytest.fixture
+def pipeline(env: dict[str, str], tmp_path: Path) -> Iterator[Pipeline]:
+    with running_pipeline(env, tmp_path) as running:
+        yield running

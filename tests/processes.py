@@ -1,0 +1,200 @@
+"""Running hookline's real processes for integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+T = TypeVar("T")
+TOKEN = "test-token"
+
+
+class NotYet(AssertionError):
+    """Raised by a polled check that is not satisfied yet."""
+
+
+def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll `check` until it stops failing (assertion, connection), or re-raise its failure."""
+    for attempt in Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(interval),
+                            retry=retry_if_exception_type((AssertionError, OSError)),
+                            reraise=True):
+        with attempt:
+            return check()
+    raise AssertionError("unreachable")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    """One `hookline …` child process with its output in a log file."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        handle = self.log_path.open("ab")
+        self.popen = subprocess.Popen([sys.executable, "-m", "processors.cli", *self.args],
+                                      env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        handle.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (gunicorn's workers too)."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Pipeline:
+    """ingest + projector + api on free ports, against one test database and stream."""
+
+    env: dict[str, str]
+    workdir: Path
+    ingest_url: str = ""
+    api_url: str = ""
+    processes: dict[str, Process] = field(default_factory=dict)
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
+        process = Process([*args], {**self.env, **(env or {})},
+                          self.workdir / f"{name}.log").start()
+        self.processes[name] = process
+        return process
+
+    def start_ingest(self, workers: int = 2, threads: int = 16, wait: bool = True) -> Process:
+        port = free_port()
+        self.ingest_url = f"http://127.0.0.1:{port}"
+        process = self.start("ingest", "ingest", "--bind", f"127.0.0.1:{port}",
+                             "--workers", str(workers), "--threads", str(threads))
+        if wait:
+            self.wait_ingest()
+        return process
+
+    def wait_ingest(self) -> None:
+        eventually(lambda: _ok(self.http.get(f"{self.ingest_url}/readyz", timeout=2)), 30)
+
+    def start_projector(self) -> Process:
+        return self.start("projector", "project")
+
+    def start_mailer(self, name: str = "mailer") -> Process:
+        return self.start(name, "mail",
+                          env={"HOOKLINE_MAILER_METRICS_BIND": f"127.0.0.1:{free_port()}"})
+
+    def start_scheduler(self, name: str = "scheduler") -> Process:
+        return self.start(name, "schedule",
+                          env={"HOOKLINE_SCHEDULER_METRICS_BIND": f"127.0.0.1:{free_port()}"})
+
+    def start_api(self, wait: bool = True) -> Process:
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        process = self.start("api", "api", "--bind", f"127.0.0.1:{port}")
+        if wait:
+            self.wait_api()
+        return process
+
+    def wait_api(self) -> None:
+        eventually(lambda: _ok(self.http.get(f"{self.api_url}/healthz", timeout=2)), 30)
+
+    def post(self, source: str, body: Any, headers: dict[str, str] | None = None,
+             **kwargs: Any) -> requests.Response:
+        return self.http.post(f"{self.ingest_url}/v1/webhooks/{source}", json=body,
+                              headers=headers, timeout=30, **kwargs)
+
+    def get(self, path: str, token: str | None = TOKEN) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self.http.get(f"{self.api_url}{path}", headers=headers, timeout=10)
+
+    def stop_all(self) -> None:
+        self.http.close()
+        for process in self.processes.values():
+            if process.alive:
+                assert process.popen is not None
+                process.popen.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            with suppress(subprocess.TimeoutExpired):
+                process.stop()
+
+    def outputs(self) -> str:
+        return "\n".join(f"--- {name}\n{p.output()[-4000:]}" for name, p in self.processes.items())
+
+
+def _ok(response: requests.Response) -> None:
+    if response.status_code != 200:
+        raise NotYet(f"{response.status_code} {response.text[:200]}")
+
+
+def process_env(settings_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(settings_env)
+    env.setdefault("HOOKLINE_PROJECTOR_METRICS_BIND", f"127.0.0.1:{free_port()}")
+    env.setdefault("HOOKLINE_OPERATOR_TOKENS", TOKEN)
+    env["HOOKLINE_LOG_LEVEL"] = env.get("HOOKLINE_LOG_LEVEL", "INFO")
+    return env
+
+
+@contextmanager
+def running_pipeline(env: dict[str, str], workdir: Path,
+                     parts: tuple[str, ...] = ("ingest", "projector", "api")) -> Iterator[Pipeline]:
+    pipeline = Pipeline(process_env(env), workdir)
+    try:
+        # all at once, then wait: each one's start-up is mostly its own imports
+        if "ingest" in parts:
+            pipeline.start_ingest(wait=False)
+        if "projector" in parts:
+            pipeline.start_projector()
+        if "api" in parts:
+            pipeline.start_api(wait=False)
+        if "ingest" in parts:
+            pipeline.wait_ingest()
+        if "api" in parts:
+            pipeline.wait_api()
+        yield pipeline
+    except BaseException:
+        print(pipeline.outputs())
+        raise
+    finally:
+        pipeline.stop_all()
+
+
+def scalar(conn: psycopg.Connection, query: str, *params: Any) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else row[0]
