@@ -81,8 +81,10 @@ class Senders:
         return status
 
     def answered_between(self, start: float, end: float) -> list[int]:
+        """The answers to valid deliveries sent in [start, end]; forged ones are refused."""
         with self._lock:
-            return [a.status for a in self.attempts if start <= a.at <= end]
+            return [a.status for a in self.attempts
+                    if start <= a.at <= end and self.deliveries[a.envelope_id].valid]
 
     def answers(self) -> dict[str, list[int]]:
         with self._lock:
