@@ -54,7 +54,8 @@ def test_same_transaction_posted_twenty_times_is_projected_once(
 
     assert scalar(db, "SELECT count(*) FROM transactions") == 1
     assert scalar(db, "SELECT amount FROM transactions") == Decimal("7.25")
-    outcomes = dict(db.execute("SELECT outcome, count(*) FROM events GROUP BY outcome").fetchall())
+    outcomes: dict[str, int] = dict(
+        db.execute("SELECT outcome, count(*) FROM events GROUP BY outcome").fetchall())
     assert outcomes == {"applied": 1, "duplicate": 19}
 
 
