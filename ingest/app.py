@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -55,9 +56,11 @@ def create_app(settings: Settings, publisher: Publisher) -> Flask:
     def _receive(source: str) -> Response:
         ingress = sources.get(source)
         if ingress is None:
+            _discard_body()
             raise _Refused("unknown_source", 404, "unknown_source",
                            f"no webhook source named {source!r} is configured")
         if request.mimetype not in _JSON_TYPES and not request.mimetype.endswith("+json"):
+            _discard_body()
             raise _Refused("unsupported_media_type", 415, "unsupported_media_type",
                            "send the webhook as application/json")
         try:
@@ -118,6 +121,14 @@ def create_app(settings: Settings, publisher: Publisher) -> Flask:
     app.add_url_rule("/metrics", "metrics", metrics_view)
     register_error_handlers(app)
     return app
+
+
+def _discard_body() -> None:
+    """Read the body of a request refused without it: left unread, it would be taken for the
+    sender's next request on the connection. Reads at most MAX_CONTENT_LENGTH bytes."""
+    # over the limit or cut off, the refusal stands: the server drains a short rest, else closes
+    with contextlib.suppress(RequestEntityTooLarge, ClientDisconnected):
+        request.get_data(cache=False)
 
 
 class _Refused(Exception):
