@@ -34,6 +34,7 @@ class LogUnavailable(Exception):
 
 @dataclass(slots=True)
 class _Ticket:
+    stream: str
     message_id: str
     body: bytes
     timestamp: int
@@ -76,12 +77,13 @@ class Publisher:
     def inflight(self) -> int:
         return len(self._unconfirmed) + len(self._queued)
 
-    def publish(self, message_id: str, body: bytes, received_at: datetime) -> None:
-        """Append one record and return once the broker confirmed it; else LogUnavailable."""
+    def publish(self, stream: str, message_id: str, body: bytes, received_at: datetime) -> None:
+        """Append one record to `stream` (one of the settings' streams) and return once the
+        broker confirmed it; else LogUnavailable."""
         if not self.ready:
             raise LogUnavailable("the log is not reachable" if not self._blocked
                                  else "the broker is refusing new records (resource alarm)")
-        ticket = _Ticket(message_id, body, int(received_at.timestamp()))
+        ticket = _Ticket(stream, message_id, body, int(received_at.timestamp()))
         with self._lock:
             self._queued.append(ticket)
             wake = not self._wakeup_pending
@@ -150,18 +152,23 @@ class Publisher:
         channel.add_on_close_callback(self._on_channel_closed)
         channel.confirm_delivery(self._on_confirm, callback=lambda _: self._declare(channel))
 
-    def _declare(self, channel: pika.channel.Channel) -> None:
-        channel.queue_declare(self._settings.stream, durable=True,
+    def _declare(self, channel: pika.channel.Channel, declared: int = 0) -> None:
+        """Declare each stream in turn (one callback each), then start publishing."""
+        streams = self._settings.streams
+        if declared == len(streams):
+            self._on_declared()
+            return
+        channel.queue_declare(streams[declared], durable=True,
                               arguments=stream_arguments(self._settings),
-                              callback=self._on_declared)
+                              callback=lambda _frame: self._declare(channel, declared + 1))
 
-    def _on_declared(self, _frame: pika.frame.Method) -> None:
+    def _on_declared(self) -> None:
         self._next_tag = 0
         self._blocked = False
         self._connected = True
         self._ready.set()
-        log.info("publisher connected to %s, stream %s",
-                 mask_url(self._settings.amqp_url), self._settings.stream)
+        log.info("publisher connected to %s, %s", mask_url(self._settings.amqp_url),
+                 ", ".join(self._settings.streams))
         self._drain()
 
     def _drain(self) -> None:
@@ -182,7 +189,7 @@ class Publisher:
             content_type="application/json", delivery_mode=2,
         )
         try:
-            channel.basic_publish("", self._settings.stream, ticket.body, properties)
+            channel.basic_publish("", ticket.stream, ticket.body, properties)
         except Exception as exc:  # this record only (e.g. an id too long for AMQP): not the loop
             log.warning("cannot publish id=%.100s: %s", ticket.message_id, exc)
             _resolve(ticket, "the record could not be published")

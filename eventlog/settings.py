@@ -6,11 +6,13 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from eventlog.partitions import MAX_PARTITIONS, partition_of, stream_name
 
 T = TypeVar("T")
 
@@ -27,6 +29,7 @@ class Settings:
     amqp_url: str = "amqp://guest:guest@localhost:5672/%2F"
     database_url: str = "postgresql+psycopg://postgres@localhost:5432/hookline"
     stream: str = "hookline.events"
+    partitions: int = 1
     stream_max_bytes: int = 20_000_000_000
     stream_max_age: str | None = None
     stream_max_segment_bytes: int | None = None
@@ -56,6 +59,19 @@ class Settings:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def streams(self) -> tuple[str, ...]:
+        """Every stream of the log, partition 0 first."""
+        return tuple(stream_name(self.stream, k, self.partitions) for k in range(self.partitions))
+
+    def stream_for(self, subject: str) -> str:
+        """The stream a record about `subject` is appended to."""
+        return stream_name(self.stream, partition_of(subject, self.partitions), self.partitions)
+
+    def partition(self, k: int) -> Settings:
+        """These settings as seen by a reader of partition k: `stream` is that partition's."""
+        return replace(self, stream=self.streams[k], partitions=1)
+
+    @property
     def psycopg_url(self) -> str:
         """The database URL as libpq understands it (no SQLAlchemy driver suffix)."""
         return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -80,6 +96,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=read.parsed("HOOKLINE_DATABASE_URL", Settings.database_url, _database_url,
                                  "a postgresql:// or postgresql+psycopg:// URL", secret=True),
         stream=read.text("HOOKLINE_STREAM", Settings.stream),
+        partitions=read.parsed("HOOKLINE_PARTITIONS", Settings.partitions, _partitions,
+                               f"a whole number from 1 to {MAX_PARTITIONS}"),
         stream_max_bytes=read.parsed("HOOKLINE_STREAM_MAX_BYTES", Settings.stream_max_bytes,
                                      _positive_int, "a positive whole number of bytes"),
         stream_max_age=read.optional("HOOKLINE_STREAM_MAX_AGE", _stream_age,
@@ -187,6 +205,13 @@ def parse_duration(value: str) -> int:
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
+        raise ValueError(value)
+    return number
+
+
+def _partitions(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= MAX_PARTITIONS:
         raise ValueError(value)
     return number
 

@@ -45,8 +45,10 @@ def stream_arguments(settings: Settings) -> dict[str, Any]:
 
 
 def declare_stream(channel: BlockingChannel, settings: Settings) -> None:
-    """Declare the stream; a no-op when it exists with the same arguments."""
-    channel.queue_declare(settings.stream, durable=True, arguments=stream_arguments(settings))
+    """Declare the log's streams (one per partition); a no-op for those that exist with the
+    same arguments."""
+    for stream in settings.streams:
+        channel.queue_declare(stream, durable=True, arguments=stream_arguments(settings))
 
 
 def open_connection(settings: Settings, name: str) -> pika.BlockingConnection:
@@ -60,13 +62,13 @@ def open_connection(settings: Settings, name: str) -> pika.BlockingConnection:
 
 
 def ensure_stream(settings: Settings) -> None:
-    """Connect once and declare the stream, so a process fails fast with a clear sentence."""
+    """Connect once and declare the streams, so a process fails fast with a clear sentence."""
     connection = open_connection(settings, "setup")
     try:
         declare_stream(connection.channel(), settings)
     except pika.exceptions.ChannelClosedByBroker as exc:
         raise BrokerUnreachable(
-            f"RabbitMQ refused to declare stream {settings.stream!r}: {exc.reply_text}"
+            f"RabbitMQ refused to declare the log {settings.stream!r}: {exc.reply_text}"
         ) from None
     finally:
         if connection.is_open:

@@ -92,7 +92,8 @@ def create_app(settings: Settings, publisher: Publisher) -> Flask:
         publish_started = perf_counter()
         metrics.PUBLISH_INFLIGHT.inc()
         try:
-            publisher.publish(envelope_id, record, received_at)
+            publisher.publish(settings.stream_for(delivery.subject), envelope_id, record,
+                              received_at)
         except LogUnavailable as exc:
             log.warning("not accepted, log unavailable: id=%s source=%s reason=%s",
                         envelope_id, source, exc)

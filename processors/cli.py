@@ -57,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--bind", help="HOST:PORT (default HOOKLINE_INGEST_BIND)")
     ingest.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     ingest.add_argument("--threads", type=int, default=16, help="threads per worker (16)")
-    command("project", project, "project the log into PostgreSQL")
+    projector = command("project", project, "project the log into PostgreSQL")
+    projector.add_argument("--partition", type=int, action="append", metavar="K",
+                           help="project partition K only (repeatable; default every partition "
+                           "of HOOKLINE_PARTITIONS)")
     command("mail", mail, "send the email outbox over SMTP (HOOKLINE_SMTP_URL)")
     command("schedule", schedule, "append booking.expired and payment.timed_out records when "
             "deadlines pass")
@@ -93,16 +96,22 @@ def ingest_command(settings: Settings, args: argparse.Namespace) -> None:
     IngestServer(settings, args.bind or settings.ingest_bind, args.workers, args.threads).run()
 
 
-def project(settings: Settings, _args: argparse.Namespace) -> None:
+def project(settings: Settings, args: argparse.Namespace) -> None:
     from eventlog.topology import ensure_stream
     from processors.lifecycle import Stopper
-    from processors.projector import Projector
+    from processors.projector import project
     from projections.schema import check_reachable
 
+    partitions = args.partition or list(range(settings.partitions))
+    outside = sorted(set(partitions) - set(range(settings.partitions)))
+    if outside:
+        raise SettingsError(f"--partition {outside[0]} is not a partition: HOOKLINE_PARTITIONS "
+                            f"is {settings.partitions}, so K runs from 0 to "
+                            f"{settings.partitions - 1}")
     check_reachable(settings)
     ensure_stream(settings)
     _serve_metrics("HOOKLINE_PROJECTOR_METRICS_BIND", settings.projector_metrics_bind)
-    Projector(settings, Stopper().install()).run()
+    project(settings, Stopper().install(), sorted(set(partitions)))
 
 
 def mail(settings: Settings, _args: argparse.Namespace) -> None:

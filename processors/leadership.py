@@ -8,7 +8,6 @@ checkpoint is advanced only from the value the batch was read after.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from typing import Any
@@ -18,18 +17,13 @@ from prometheus_client import Gauge
 
 from eventlog.settings import Settings
 from processors.lifecycle import Stopper
+from projections.locks import lock_key
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 
 LEADER = Gauge("hookline_leader", "1 while this process holds the lock and works, else 0.",
                ["lock"])
-
-
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit key for pg_try_advisory_lock, derived from the lock's name."""
-    digest = hashlib.sha256(f"hookline:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class Leadership:

@@ -18,11 +18,17 @@ BATCH_SECONDS = Histogram(
 STREAM_FIRST_OFFSET = Gauge(
     "hookline_stream_first_offset",
     "First offset the stream still holds: above 0, retention has dropped records.",
+    ["stream"],
 )
 STREAM_BYTES = Gauge(
     "hookline_stream_bytes",
     "Estimated bytes the stream holds: records kept times their mean size on disk.",
+    ["stream"],
 )
 STREAM_MAX_BYTES = Gauge(
-    "hookline_stream_max_bytes", "The stream's byte limit (HOOKLINE_STREAM_MAX_BYTES).",
+    "hookline_stream_max_bytes",
+    "Each stream's byte limit (HOOKLINE_STREAM_MAX_BYTES).",
+)
+LOG_PARTITIONS = Gauge(
+    "hookline_log_partitions", "Partitions the log is split into (HOOKLINE_PARTITIONS).",
 )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 import psycopg
 
+from eventlog.partitions import consumer_name
 from eventlog.reader import Batch, StreamReader
 from eventlog.settings import Settings
 from eventlog.topology import log_end_offset, log_start_offset, open_connection
@@ -16,7 +19,7 @@ from processors import metrics
 from processors.database import Database
 from processors.leadership import Leadership
 from processors.lifecycle import Stopper
-from projections.store import CheckpointMoved, load_checkpoint, project_batch
+from projections.store import CheckpointMoved, Partition, load_checkpoint, project_batch
 
 log = logging.getLogger(__name__)
 CONSUMER = "projector"
@@ -25,18 +28,21 @@ RECORD_OVERHEAD_BYTES = 190
 
 
 class Projector:
-    def __init__(self, settings: Settings, stopper: Stopper, consumer: str = CONSUMER) -> None:
-        self.settings = settings
+    """Projects one partition of the log (the whole log when it has one) while it leads."""
+
+    def __init__(self, settings: Settings, stopper: Stopper, partition: int = 0) -> None:
+        self.settings = settings.partition(partition)  # `stream` is this partition's
         self.stopper = stopper
-        self.consumer = consumer
+        self.consumer = consumer_name(CONSUMER, partition, settings.partitions)
+        self.partition = Partition(partition, shared=settings.partitions > 1)
         self.interpreters = interpreters()
         self.db = Database(settings.psycopg_url, stopper, prepare_threshold=0)
         self.checkpoint = -1
-        self.leadership = Leadership(settings, consumer, stopper)
+        self.leadership = Leadership(settings, self.consumer, stopper)
         self._records_read = self._bytes_read = 0
 
     def run(self) -> None:
-        LagWatcher(self.settings, self).start()
+        LagWatcher(self).start()
         try:
             while self.leadership.acquire():  # a standby waits here until the leader is gone
                 self._lead()
@@ -53,9 +59,10 @@ class Projector:
     def _lead(self) -> None:
         self.checkpoint = self.db.run(lambda c: load_checkpoint(c, self.consumer))
         metrics.CONSUMER_OFFSET.labels(self.consumer).set(self.checkpoint)
-        log.info("projector starting after offset %d", self.checkpoint)
+        log.info("%s starting after offset %d of %s", self.consumer, self.checkpoint,
+                 self.settings.stream)
         reader = StreamReader(self.settings, self.checkpoint + 1, self.settings.projector_batch,
-                              "projector", self._should_stop)
+                              self.consumer, self._should_stop)
         try:
             for batch in reader.batches():
                 self._project(batch)
@@ -72,7 +79,7 @@ class Projector:
         finally:
             reader.close()
             self.db.close()
-        log.info("projector stopped after offset %d", self.checkpoint)
+        log.info("%s stopped after offset %d", self.consumer, self.checkpoint)
 
     def _should_stop(self) -> bool:
         return self.stopper.is_set() or not self.leadership.leading
@@ -86,7 +93,7 @@ class Projector:
         started = time.perf_counter()
         outcomes = self.db.run(lambda c: project_batch(
             c, self.consumer, batch.records, self.checkpoint, self.interpreters,
-            self.settings.booking_ttl))
+            self.settings.booking_ttl, self.partition))
         self.checkpoint = batch.last_offset
         self._records_read += len(batch.records)
         self._bytes_read += sum(len(record.body) for record in batch.records)
@@ -96,19 +103,44 @@ class Projector:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
+def project(settings: Settings, stopper: Stopper, partitions: Sequence[int]) -> None:
+    """Project the given partitions, each in a thread of its own, until asked to stop. One
+    failing stops the others and is raised here, so the process exits and is restarted."""
+    metrics.LOG_PARTITIONS.set(settings.partitions)
+    failures: list[BaseException] = []
+
+    def run(projector: Projector) -> None:
+        try:
+            projector.run()
+        except BaseException as exc:
+            failures.append(exc)
+            stopper.set()
+            raise
+
+    threads = [threading.Thread(target=run, args=(Projector(settings, stopper, k),),
+                                name=f"partition {k}") for k in partitions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
 class LagWatcher(threading.Thread):
     """While leading, reads the log's ends every few seconds: the lag and the stream's size."""
 
-    def __init__(self, settings: Settings, projector: Projector, interval: float = 2.0) -> None:
-        super().__init__(name="lag", daemon=True)
-        self.settings, self.projector, self.interval = settings, projector, interval
+    def __init__(self, projector: Projector, interval: float = 2.0) -> None:
+        super().__init__(name=f"lag {projector.consumer}", daemon=True)
+        self.settings, self.projector, self.interval = projector.settings, projector, interval
 
     def run(self) -> None:
         metrics.STREAM_MAX_BYTES.set(self.settings.stream_max_bytes)
         connection = None
         while not self.projector.stopper.wait(self.interval):
             if not self.projector.leadership.leading:
-                metrics.CONSUMER_LAG.clear()  # a standby's checkpoint is stale
+                with contextlib.suppress(KeyError):  # a standby's checkpoint is stale
+                    metrics.CONSUMER_LAG.remove(self.projector.consumer)
                 continue
             try:
                 connection = connection if connection and connection.is_open else \
@@ -126,7 +158,8 @@ class LagWatcher(threading.Thread):
         metrics.CONSUMER_LAG.labels(self.projector.consumer).set(lag)
         if first is None:
             return
-        metrics.STREAM_FIRST_OFFSET.set(first)
+        stream = self.settings.stream
+        metrics.STREAM_FIRST_OFFSET.labels(stream).set(first)
         size = self.projector.record_size()
         if size is not None:
-            metrics.STREAM_BYTES.set((end - first + 1) * size)
+            metrics.STREAM_BYTES.labels(stream).set((end - first + 1) * size)

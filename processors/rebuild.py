@@ -1,12 +1,16 @@
 """`hookline rebuild`: replay the log from offset 0 into fresh tables, then swap them in.
 
 The fresh tables live in a schema of their own, made by the same migrations, and are filled by
-the projector's own `project_batch` on a connection whose search_path is that schema. The live
-tables keep serving until the swap, one transaction that:
+the projector's own `project_batch` on a connection whose search_path is that schema. Every
+partition of the log is replayed from its offset 0, a batch of each in turn, with a checkpoint
+of its own (`rebuild`, or `rebuild.K` with several partitions); the rebuild is the only writer
+of its schema, so it takes no row locks. The live tables keep serving until the swap, one
+transaction that:
   1. locks events, transactions and bookings (ACCESS EXCLUSIVE, events first: every projector
-     batch reads events first, so the batch in flight finishes and the next one waits),
-  2. reads the live checkpoint and replays the last records up to it, so the new tables are
-     exactly what the live ones would be at that offset and the checkpoint stays valid,
+     batch reads events first, so the batches in flight finish and the next ones wait),
+  2. reads each partition's live checkpoint and replays its last records up to it, so the new
+     tables are exactly what the live ones would be at those offsets and the checkpoints stay
+     valid,
   3. moves the live tables out and the new ones in, and drops the old ones.
 A lock not granted within half a second rolls the swap back and it is tried again, so the swap
 never sits in a lock queue for long (API readers queue behind it) and always loses a deadlock.
@@ -15,7 +19,9 @@ What a rebuild never touches: the email outbox (a replay's emails were owed alre
 reported by --dry-run and left to the operator: a rebuild sends nothing) and the checkpoints.
 Times of projection (when a row was written, not what happened) cannot be replayed: for every
 row the replay reproduced, they are carried over from the live row, so a rebuild that changes
-nothing gives identical tables and never restarts a payment's timeout.
+nothing gives identical tables and never restarts a payment's timeout. With several partitions
+a transaction's or booking's last_offset is carried over too: which partition's record reached a
+shared row last depends on how the live projectors' commits interleaved, not on the log.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -40,20 +46,22 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from eventlog.partitions import consumer_name
 from eventlog.reader import Record, StreamReader
 from eventlog.settings import Settings
 from ingest.sources import interpreters
-from processors.leadership import lock_key
 from processors.lifecycle import Stopper
 from processors.projector import CONSUMER as PROJECTOR
+from projections.locks import lock_key
 from projections.schema import alembic_config
-from projections.store import project_batch
+from projections.store import Partition, project_batch
 
 log = logging.getLogger(__name__)
 SCHEMA, RETIRED, LIVE = "hookline_rebuild", "hookline_retired", "public"
 CONSUMER = "rebuild"
-# in lock order; the outbox and the checkpoints stay live
-KEYS = {"events": "offset", "transactions": "transaction_id", "bookings": "reference"}
+# in lock order, with each table's primary key; the outbox and the checkpoints stay live
+KEYS = {"events": ("offset", "partition"), "transactions": ("transaction_id",),
+        "bookings": ("reference",)}
 PROJECTION_TIMES = {"events": ("projected_at",),
                     "transactions": ("created_at", "processed_at", "updated_at"),
                     "bookings": ("updated_at",)}
@@ -84,10 +92,11 @@ class TableDiff:
 
 @dataclass
 class Report:
-    offset: int
+    offset: int  # the live checkpoint; with several partitions, the highest of `checkpoints`
     swapped: bool
     rows: dict[str, int] = field(default_factory=dict)
     diffs: list[TableDiff] = field(default_factory=list)
+    checkpoints: dict[str, int] = field(default_factory=dict)  # per live consumer
 
 
 class Progress:
@@ -122,12 +131,19 @@ def _clock(seconds: float) -> str:
 
 
 class _Feed:
-    """Records from offset 0, handed out no further than a given offset."""
+    """One partition's records from offset 0, handed out no further than a given offset."""
 
-    def __init__(self, reader: StreamReader) -> None:
-        self.reader = reader
-        self.batches = reader.batches()
+    def __init__(self, settings: Settings, index: int, should_stop: Callable[[], bool]) -> None:
+        self.stream = settings.streams[index]
+        self.consumer = consumer_name(CONSUMER, index, settings.partitions)  # in the new schema
+        self.live = consumer_name(PROJECTOR, index, settings.partitions)
+        self.partition = Partition(index)  # the only writer of the new schema: no row locks
+        self.reader = StreamReader(settings.partition(index), 0, settings.projector_batch,
+                                   self.consumer, should_stop)
+        self.batches = self.reader.batches()
         self.pending: list[Record] = []
+        self.done = -1  # the last offset projected into the fresh tables
+        self.total = 0  # records to replay, as far as known
 
     def take(self, upto: int, limit: int) -> list[Record]:
         if not self.pending:
@@ -149,8 +165,15 @@ class Rebuild:
         self.settings, self.stopper, self.lock_wait = settings, stopper, lock_wait
         self.progress = progress
         self.interpreters = interpreters()
-        self.done = -1  # the last offset projected into the fresh tables
-        self.total = 0
+        self.feeds: list[_Feed] = []  # one per partition, partition 0 first
+
+    @property
+    def replayed(self) -> int:
+        return sum(feed.done + 1 for feed in self.feeds)
+
+    @property
+    def total(self) -> int:
+        return sum(feed.total for feed in self.feeds)
 
     def run(self, dry_run: bool = False) -> Report:
         with psycopg.connect(self.settings.psycopg_url, autocommit=True) as control:
@@ -163,27 +186,27 @@ class Rebuild:
             finally:
                 self._discard(control)
         if self.progress is not None:
-            self.progress.update(self.done + 1, self.total, final=True)
+            self.progress.update(self.replayed, self.total, final=True)
         return report
 
     def _run(self, control: psycopg.Connection[Any], dry_run: bool) -> Report:
         self._discard(control)  # what a rebuild that died left behind
         control.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
         self._migrate()
-        reader = StreamReader(self.settings, 0, self.settings.projector_batch, "rebuild",
-                              self.stopper.is_set)
+        self.feeds = [_Feed(self.settings, k, self.stopper.is_set)
+                      for k in range(self.settings.partitions)]
         try:
             with psycopg.connect(self.settings.psycopg_url, prepare_threshold=0,
                                  options=f"-c search_path={SCHEMA}") as work:
-                feed = _Feed(reader)
-                self._replay(work, control, feed)
+                self._replay(work, control)
                 if dry_run:
-                    return self._locked(self._compare, work, control, feed)
+                    return self._locked(self._compare, work, control)
                 self._carry_times(control)
                 self._analyze(control)
-                report = self._locked(self._swap, work, control, feed)
+                report = self._locked(self._swap, work, control)
         finally:
-            reader.close()
+            for feed in self.feeds:
+                feed.reader.close()
         report.rows = {t: _count(control, LIVE, t) for t in KEYS}  # counted after the locks
         return report
 
@@ -197,30 +220,46 @@ class Rebuild:
         with _quiet_alembic():
             command.upgrade(alembic_config(url.render_as_string(hide_password=False)), "head")
 
-    def _replay(self, work: psycopg.Connection[Any], control: psycopg.Connection[Any],
-                feed: _Feed) -> None:
-        """Project up to the live checkpoint, chasing it while the live projector moves on."""
-        target = _live_checkpoint(control)
-        while self.done < target:
-            self._project_upto(work, feed, target)
-            target = _live_checkpoint(control)
-        log.info("replayed the log to offset %d", self.done)
+    def _replay(self, work: psycopg.Connection[Any], control: psycopg.Connection[Any]) -> None:
+        """Project up to the live checkpoints, chasing them while the live projectors move on,
+        until a pass leaves at most a batch per partition for the catch-up under the locks."""
+        while True:
+            before = self.replayed
+            self._project_upto(work, self._live_checkpoints(control))
+            if self.replayed - before <= self.settings.projector_batch * len(self.feeds):
+                break
+        log.info("replayed the log to %s",
+                 ", ".join(f"offset {feed.done} of {feed.stream}" for feed in self.feeds))
 
-    def _project_upto(self, work: psycopg.Connection[Any], feed: _Feed, upto: int) -> None:
-        self.total = max(self.total, upto + 1)
-        while self.done < upto:
-            records = feed.take(upto, self.settings.projector_batch)
-            if not records:
-                raise RebuildFailed(f"the log has no record between offsets {self.done + 1} "
-                                    f"and {upto}, which the live projector projected")
-            project_batch(work, CONSUMER, records, self.done, self.interpreters,
-                          self.settings.booking_ttl)
-            self.done = records[-1].offset
-            if self.progress is not None:
-                self.progress.update(self.done + 1, self.total)
+    def _project_upto(self, work: psycopg.Connection[Any], upto: Sequence[int]) -> None:
+        """Project each partition up to its offset in `upto`, a batch of each in turn."""
+        behind = list(zip(self.feeds, upto, strict=True))
+        for feed, target in behind:
+            feed.total = max(feed.total, target + 1)
+        while behind := [(feed, target) for feed, target in behind if feed.done < target]:
+            for feed, target in behind:
+                self._project_batch(work, feed, target)
+
+    def _project_batch(self, work: psycopg.Connection[Any], feed: _Feed, upto: int) -> None:
+        records = feed.take(upto, self.settings.projector_batch)
+        if not records:
+            raise RebuildFailed(f"{feed.stream} has no record between offsets {feed.done + 1} "
+                                f"and {upto}, which the live projector projected")
+        project_batch(work, feed.consumer, records, feed.done, self.interpreters,
+                      self.settings.booking_ttl, feed.partition)
+        feed.done = records[-1].offset
+        if self.progress is not None:
+            self.progress.update(self.replayed, self.total)
+
+    def _live_checkpoints(self, control: psycopg.Connection[Any]) -> list[int]:
+        """Each partition's live checkpoint, partition 0 first (-1 before its first commit)."""
+        found = dict(control.execute(sql.SQL(
+            "SELECT consumer, last_offset FROM {} WHERE consumer = ANY(%s)").format(
+                sql.Identifier(LIVE, "consumer_offsets")), ([f.live for f in self.feeds],)))
+        return [int(found.get(feed.live, -1)) for feed in self.feeds]
 
     def _locked(self, finish: Any, work: psycopg.Connection[Any],
-                control: psycopg.Connection[Any], feed: _Feed) -> Report:
+                control: psycopg.Connection[Any]) -> Report:
         """Run `finish` in one transaction, tried again while its locks are not granted."""
         retrying = Retrying(
             retry=retry_if_exception_type((errors.LockNotAvailable, errors.DeadlockDetected)),
@@ -230,27 +269,29 @@ class Rebuild:
             for attempt in retrying:
                 with attempt, control.transaction():
                     control.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                    report: Report = finish(work, control, feed)
+                    report: Report = finish(work, control)
                     return report
         except (errors.LockNotAvailable, errors.DeadlockDetected):
             raise RebuildFailed(f"the live tables stayed locked by others for "
                                 f"{self.lock_wait:.0f} s; nothing was swapped") from None
         raise AssertionError("unreachable")
 
-    def _catch_up(self, work: psycopg.Connection[Any], control: psycopg.Connection[Any],
-                  feed: _Feed) -> int:
-        live = _live_checkpoint(control)
-        if live < self.done:
-            raise RebuildFailed(f"the live checkpoint went back to {live} during the rebuild")
-        self._project_upto(work, feed, live)
-        return live
+    def _catch_up(self, work: psycopg.Connection[Any],
+                  control: psycopg.Connection[Any]) -> dict[str, int]:
+        """Replay every partition to its live checkpoint; the checkpoints, by live consumer."""
+        live = self._live_checkpoints(control)
+        for feed, checkpoint in zip(self.feeds, live, strict=True):
+            if checkpoint < feed.done:
+                raise RebuildFailed(f"the live checkpoint of {feed.live} went back to "
+                                    f"{checkpoint} during the rebuild")
+        self._project_upto(work, live)
+        return {feed.live: checkpoint for feed, checkpoint in zip(self.feeds, live, strict=True)}
 
-    def _swap(self, work: psycopg.Connection[Any], control: psycopg.Connection[Any],
-              feed: _Feed) -> Report:
+    def _swap(self, work: psycopg.Connection[Any], control: psycopg.Connection[Any]) -> Report:
         tables = sql.SQL(", ").join(sql.Identifier(LIVE, t) for t in KEYS)
         control.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(tables))
-        replayed_before = self.done
-        live = self._catch_up(work, control, feed)
+        replayed_before, records_before = [feed.done for feed in self.feeds], self.replayed
+        live = self._catch_up(work, control)
         self._carry_times(control, after=replayed_before)
         control.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RETIRED)))
         for table in KEYS:
@@ -259,39 +300,45 @@ class Rebuild:
             control.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
                 sql.Identifier(SCHEMA, table), sql.Identifier(LIVE)))
         control.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(RETIRED)))
-        log.info("swapped in the rebuilt %s at offset %d (%d records replayed under the locks)",
-                 ", ".join(KEYS), live, live - replayed_before)
-        return Report(live, swapped=True)
+        log.info("swapped in the rebuilt %s at %s (%d records replayed under the locks)",
+                 ", ".join(KEYS), ", ".join(f"{c} {offset}" for c, offset in live.items()),
+                 self.replayed - records_before)
+        return Report(max(live.values()), swapped=True, checkpoints=live)
 
-    def _compare(self, work: psycopg.Connection[Any], control: psycopg.Connection[Any],
-                 feed: _Feed) -> Report:
-        # the projector's next commit waits (its checkpoint row is locked); readers do not
+    def _compare(self, work: psycopg.Connection[Any], control: psycopg.Connection[Any]) -> Report:
+        # the projectors' next commits wait (their checkpoint rows are locked); readers do not
         control.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
             sql.Identifier(LIVE, "consumer_offsets")))
-        live = self._catch_up(work, control, feed)
-        diffs = [_diff(control, table) for table in KEYS]
+        live = self._catch_up(work, control)
+        diffs = [_diff(control, table, self._times(table)) for table in KEYS]
         diffs.append(_outbox_diff(control))
-        return Report(live, swapped=False, rows={t: _count(control, SCHEMA, t) for t in KEYS},
-                      diffs=diffs)
+        return Report(max(live.values()), swapped=False, checkpoints=live,
+                      rows={t: _count(control, SCHEMA, t) for t in KEYS}, diffs=diffs)
 
-    def _carry_times(self, control: psycopg.Connection[Any], after: int | None = None) -> None:
+    def _carry_times(self, control: psycopg.Connection[Any],
+                     after: Sequence[int] | None = None) -> None:
         """Projection times of the live rows onto the fresh rows with the same content."""
         for table, key in KEYS.items():
-            times = PROJECTION_TIMES[table]
+            times = self._times(table)
             content = [c for c in _columns(control, table) if c not in times]
             since: sql.Composable = sql.SQL("")
             if after is not None:  # only the rows the last records wrote
-                marker = "offset" if table == "events" else "last_offset"
-                since = sql.SQL(" AND r.{} > {}").format(sql.Identifier(marker),
-                                                         sql.Literal(after))
+                since = sql.SQL(" AND ") + _written_after(table, after)
             control.execute(sql.SQL(
                 "UPDATE {fresh} AS r SET {sets} FROM {live} AS l "
-                "WHERE r.{key} = l.{key} AND ({r}) IS NOT DISTINCT FROM ({l}){since}").format(
+                "WHERE {same} AND ({r}) IS NOT DISTINCT FROM ({l}){since}").format(
                     fresh=sql.Identifier(SCHEMA, table), live=sql.Identifier(LIVE, table),
                     sets=sql.SQL(", ").join(sql.SQL("{0} = l.{0}").format(sql.Identifier(t))
                                             for t in times),
-                    key=sql.Identifier(key), r=_row("r", content), l=_row("l", content),
+                    same=_same_key(key), r=_row("r", content), l=_row("l", content),
                     since=since))
+
+    def _times(self, table: str) -> tuple[str, ...]:
+        """Columns a replay cannot know, carried over from the live rows with the same content:
+        the times of projection and, with several partitions, a transaction's or booking's
+        last_offset (which partition's record came last was the live projectors' race)."""
+        raced = ("last_offset",) if self.settings.partitions > 1 and table != "events" else ()
+        return PROJECTION_TIMES[table] + raced
 
     def _analyze(self, control: psycopg.Connection[Any]) -> None:
         """Statistics (and space back from the carried times) before the tables serve."""
@@ -306,10 +353,19 @@ class Rebuild:
                 sql.Identifier(schema)))
 
 
-def _live_checkpoint(control: psycopg.Connection[Any]) -> int:
-    row = control.execute(sql.SQL("SELECT last_offset FROM {} WHERE consumer = %s").format(
-        sql.Identifier(LIVE, "consumer_offsets")), (PROJECTOR,)).fetchone()
-    return -1 if row is None else int(row[0])
+def _written_after(table: str, after: Sequence[int]) -> sql.Composable:
+    """The rows a record past offset after[K] of partition K may have written: for transactions
+    and bookings, whose last_offset does not say its partition, a superset of them."""
+    if table != "events":
+        return sql.SQL("r.last_offset > {}").format(sql.Literal(min(after)))
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(
+        sql.SQL("(r.{} = {} AND r.{} > {})").format(
+            sql.Identifier("partition"), sql.Literal(k), sql.Identifier("offset"),
+            sql.Literal(offset)) for k, offset in enumerate(after)))
+
+
+def _same_key(key: Sequence[str]) -> sql.Composable:
+    return sql.SQL(" AND ").join(sql.SQL("r.{0} = l.{0}").format(sql.Identifier(c)) for c in key)
 
 
 def _columns(control: psycopg.Connection[Any], table: str) -> list[str]:
@@ -334,37 +390,39 @@ def _count(control: psycopg.Connection[Any], schema: str, table: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-def _diff(control: psycopg.Connection[Any], table: str) -> TableDiff:
-    """Rows the rebuild would add, remove and change (times of projection aside)."""
+def _diff(control: psycopg.Connection[Any], table: str, times: Sequence[str]) -> TableDiff:
+    """Rows the rebuild would add, remove and change (the columns in `times` aside)."""
     key = KEYS[table]
-    content = [c for c in _columns(control, table) if c not in PROJECTION_TIMES[table]]
-    joined = sql.SQL("FROM {fresh} AS r FULL JOIN {live} AS l ON r.{key} = l.{key}").format(
+    content = [c for c in _columns(control, table) if c not in times]
+    joined = sql.SQL("FROM {fresh} AS r FULL JOIN {live} AS l ON {same}").format(
         fresh=sql.Identifier(SCHEMA, table), live=sql.Identifier(LIVE, table),
-        key=sql.Identifier(key))
+        same=_same_key(key))
+    first = sql.Identifier(key[0])  # null only in the missing side of the join
     kinds = {
-        "added": sql.SQL("l.{} IS NULL").format(sql.Identifier(key)),
-        "removed": sql.SQL("r.{} IS NULL").format(sql.Identifier(key)),
+        "added": sql.SQL("l.{} IS NULL").format(first),
+        "removed": sql.SQL("r.{} IS NULL").format(first),
         "changed": sql.SQL("r.{k} IS NOT NULL AND l.{k} IS NOT NULL AND ({r}) IS DISTINCT "
-                           "FROM ({l})").format(k=sql.Identifier(key), r=_row("r", content),
+                           "FROM ({l})").format(k=first, r=_row("r", content),
                                                 l=_row("l", content)),
     }
+    order = sql.SQL(", ").join(sql.SQL("coalesce(r.{0}, l.{0})").format(sql.Identifier(c))
+                               for c in key)
     diff = TableDiff(table)
     for kind, where in kinds.items():
         rows = control.execute(sql.SQL(
             "SELECT count(*) OVER (), to_jsonb(r), to_jsonb(l) {joined} WHERE {where} "
-            "ORDER BY coalesce(r.{key}, l.{key}) LIMIT {n}").format(
-                joined=joined, where=where, key=sql.Identifier(key),
-                n=sql.Literal(EXAMPLES))).fetchall()
+            "ORDER BY {order} LIMIT {n}").format(
+                joined=joined, where=where, order=order, n=sql.Literal(EXAMPLES))).fetchall()
         setattr(diff, kind, rows[0][0] if rows else 0)
         diff.examples += [_example(kind, key, fresh, live, content) for _, fresh, live in rows]
     return diff
 
 
-def _example(kind: str, key: str, fresh: dict[str, Any] | None, live: dict[str, Any] | None,
-             content: Sequence[str]) -> str:
+def _example(kind: str, key: Sequence[str], fresh: dict[str, Any] | None,
+             live: dict[str, Any] | None, content: Sequence[str]) -> str:
     row = fresh if fresh is not None else live
     assert row is not None
-    name = f"{key} {row[key]!r}"
+    name = ", ".join(f"{column} {row[column]!r}" for column in key)
     if kind != "changed" or fresh is None or live is None:
         return f"{kind} {name}"
     changes = [f"{c}: {live.get(c)!r} -> {fresh.get(c)!r}" for c in content

@@ -99,7 +99,8 @@ class Scheduler:
 
     def _append(self, deadline: Deadline) -> bool:
         try:
-            self.publisher.publish(deadline.id, deadline.record, utcnow())
+            self.publisher.publish(self.settings.stream_for(deadline.subject), deadline.id,
+                                   deadline.record, utcnow())
         except LogUnavailable as exc:
             log.warning("could not append id=%s, will retry next round: %s", deadline.id, exc)
             return False

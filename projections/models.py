@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -40,10 +41,12 @@ class ConsumerOffset(Base):
 
 
 class Event(Base):
-    """One row per log offset: the operators' inbox and audit trail."""
+    """One row per record of the log: the operators' inbox and audit trail."""
 
     __tablename__ = "events"
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    partition: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False,
+                                           server_default="0")
     id: Mapped[str] = mapped_column(Text)
     source: Mapped[ShortText]
     type: Mapped[ShortText]
@@ -58,10 +61,10 @@ class Event(Base):
         Index("events_first_id", "id", unique=True,
               postgresql_where=text("outcome <> 'duplicate'")),
         Index("events_subject", "subject", "offset"),
-        # the operator API's filters, each read newest first (migration 0004)
-        Index("events_source", "source", "offset"),
-        Index("events_type", "type", "offset"),
-        Index("events_outcome", "outcome", "offset"),
+        # the operator API's filters, each read newest first (migrations 0004, 0005)
+        Index("events_source", "source", "offset", "partition"),
+        Index("events_type", "type", "offset", "partition"),
+        Index("events_outcome", "outcome", "offset", "partition"),
         Index("events_received_at", "received_at"),
     )
 

@@ -19,14 +19,15 @@ from projections import bulk, transactions
 from projections.booking_store import project_bookings
 from projections.bookings import PaymentChange
 from projections.domain import DomainEvent, PaymentEvent, Rejected
+from projections.locks import Row, lock_rows
 from projections.transactions import TransactionState
 
 log = logging.getLogger(__name__)
 
 _TX_COLUMNS = [f.name for f in fields(TransactionState)]
 _TX_ROW = attrgetter(*_TX_COLUMNS)  # dataclasses.astuple deep-copies every value: far slower
-_EVENT_COLUMNS = ("offset", "id", "source", "type", "subject", "received_at", "projected_at",
-                  "outcome", "error", "payload")
+_EVENT_COLUMNS = ("offset", "partition", "id", "source", "type", "subject", "received_at",
+                  "projected_at", "outcome", "error", "payload")
 
 
 class CheckpointMoved(Exception):
@@ -48,9 +49,17 @@ def load_checkpoint(conn: psycopg.Connection[Any], consumer: str) -> int:
     return -1 if row is None else int(row[0])
 
 
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Which partition a batch comes from, and whether others are projected at the same time
+    (then rows two partitions may both change are locked before they are read)."""
+    index: int = 0
+    shared: bool = False
+
+
 def project_batch(conn: psycopg.Connection[Any], consumer: str, records: Sequence[Record],
                   expected: int, interpreters: Mapping[str, Interpreter],
-                  booking_ttl: int = 15 * 60) -> Counter[str]:
+                  booking_ttl: int = 15 * 60, partition: Partition = Partition()) -> Counter[str]:
     """Apply records in offset order and advance the checkpoint from `expected`; commit."""
     now = datetime.now(UTC)
     with conn.transaction():
@@ -62,11 +71,15 @@ def project_batch(conn: psycopg.Connection[Any], consumer: str, records: Sequenc
         envelopes = [_decode(record) for record in records]
         seen = _already_projected(conn, [e.id for _, e in envelopes if e is not None])
         rows, effects = _interpret(envelopes, seen, interpreters)
+        locked = lock_rows(conn, _named_rows(effects), set()) if partition.shared else set()
         changes = _apply_transactions(conn, effects, now)
+        if partition.shared:  # bookings their stored payments name, known only now
+            lock_rows(conn, {("booking", c.after.booking_reference) for c in changes
+                             if c.after.booking_reference}, locked)
         project_bookings(conn, effects, changes,
                          {row.offset: row.envelope for row in rows if row.envelope is not None},
                          now, timedelta(seconds=booking_ttl))
-        _insert_events(conn, rows, now)
+        _insert_events(conn, rows, now, partition.index)
         _advance(conn, consumer, expected, records[-1].offset)
     return Counter(row.outcome for row in rows)
 
@@ -120,6 +133,18 @@ def _events_of(envelope: Envelope, interpreters: Mapping[str, Interpreter]) -> l
         raise Rejected(f"interpretation failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _named_rows(effects: Iterable[tuple[int, str, DomainEvent]]) -> set[Row]:
+    """The transactions and bookings a batch's events name."""
+    named: set[Row] = set()
+    for _, _, event in effects:
+        if isinstance(event, PaymentEvent):
+            named.add(("transaction", event.transaction_id))
+        if reference := getattr(event, "booking_reference", None) or getattr(
+                event, "reference", None):
+            named.add(("booking", reference))
+    return named
+
+
 def _apply_transactions(conn: psycopg.Connection[Any],
                         effects: list[tuple[int, str, DomainEvent]],
                         now: datetime) -> list[PaymentChange]:
@@ -149,20 +174,22 @@ def _load_transactions(conn: psycopg.Connection[Any],
     return {row[0]: TransactionState(*row) for row in cursor}
 
 
-def _insert_events(conn: psycopg.Connection[Any], rows: list[_Row], now: datetime) -> None:
+def _insert_events(conn: psycopg.Connection[Any], rows: list[_Row], now: datetime,
+                   partition: int) -> None:
     columns = ", ".join(f'"{c}"' for c in _EVENT_COLUMNS)
     with conn.cursor() as cursor, cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row(_event_row(row, now))
+            copy.write_row(_event_row(row, now, partition))
 
 
-def _event_row(row: _Row, now: datetime) -> tuple[Any, ...]:
+def _event_row(row: _Row, now: datetime, partition: int) -> tuple[Any, ...]:
     envelope = row.envelope
     if envelope is None:
-        return (row.offset, f"unreadable:{row.offset}", "unknown", "unknown", "", now, now,
+        where = f"{partition}:{row.offset}" if partition else str(row.offset)
+        return (row.offset, partition, f"unreadable:{where}", "unknown", "unknown", "", now, now,
                 row.outcome, row.error, None)
-    return (row.offset, envelope.id, envelope.source, envelope.type, envelope.subject,
-            envelope.received_at, now, row.outcome, row.error,
+    return (row.offset, partition, envelope.id, envelope.source, envelope.type,
+            envelope.subject, envelope.received_at, now, row.outcome, row.error,
             envelope.raw_payload.decode())
 
 

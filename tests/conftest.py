@@ -19,6 +19,7 @@ from tests.processes import Pipeline, running_pipeline
 PG_ADMIN = os.environ.get("HOOKLINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("HOOKLINE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 TEMPLATE = f"hookline_template_{os.getpid()}"
+MAX_TEST_PARTITIONS = 4  # the stream fixture deletes S.0 … S.3 after each test
 
 
 def _admin() -> psycopg.Connection:
@@ -63,7 +64,9 @@ def stream() -> Iterator[str]:
     yield name
     try:
         connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        connection.channel().queue_delete(name)
+        channel = connection.channel()
+        for stream_name in (name, *(f"{name}.{k}" for k in range(MAX_TEST_PARTITIONS))):
+            channel.queue_delete(stream_name)  # deleting one that is not there is a no-op
         connection.close()
     except pika.exceptions.AMQPError:
         pass  # a test that stopped RabbitMQ

@@ -27,6 +27,7 @@ class Deadline:
 
     id: str
     kind: str
+    subject: str
     record: bytes
 
 
@@ -50,7 +51,7 @@ def _deadline(kind: str, key: str, subject: str, payload: dict[str, Any],
               now: datetime) -> Deadline:
     record_id = f"{NAME}:{kind}:{key}"
     body = orjson.dumps(payload, option=orjson.OPT_UTC_Z)
-    return Deadline(record_id, kind, encode(record_id, NAME, kind, subject, now, body))
+    return Deadline(record_id, kind, subject, encode(record_id, NAME, kind, subject, now, body))
 
 
 def interpret(envelope: Envelope) -> list[DomainEvent]:

@@ -66,9 +66,10 @@ def test_the_leading_projector_reports_the_log_size_against_its_limit(
         found = Scrape(projector)
         assert found("hookline_leader", lock="projector") == 1
         assert found("hookline_consumer_lag", consumer="projector") == 0
-        assert found("hookline_stream_first_offset") == 0
+        assert found("hookline_log_partitions") == 1
+        assert found("hookline_stream_first_offset", stream=settings.stream) == 0
         assert found("hookline_stream_max_bytes") == settings.stream_max_bytes
-        size = found("hookline_stream_bytes")
+        size = found("hookline_stream_bytes", stream=settings.stream)
         assert size is not None
         assert size > 20 * RECORD_OVERHEAD_BYTES
         return size

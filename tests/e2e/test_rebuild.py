@@ -30,8 +30,8 @@ from tests.mailbox import Mailbox
 from tests.processes import Pipeline, eventually, free_port, running_pipeline, scalar
 
 STRIPE, CHAPA = "whsec_rebuild", "chapa-rebuild"
-TABLES = {"events": "offset", "transactions": "transaction_id", "bookings": "reference",
-          "email_outbox": "id", "consumer_offsets": "consumer"}
+TABLES = {"events": ("offset", "partition"), "transactions": ("transaction_id",),
+          "bookings": ("reference",), "email_outbox": ("id",), "consumer_offsets": ("consumer",)}
 
 
 class Shop:
@@ -174,9 +174,10 @@ def checksums(db: psycopg.Connection, skip_times: bool = False) -> dict[str, str
         row = sql.SQL("to_jsonb(t){}").format(sql.SQL("").join(
             sql.SQL(" - {}").format(sql.Literal(c)) for c in dropped))
         found[table] = scalar(db, sql.SQL(
-            "SELECT md5(coalesce(string_agg(({row})::text, '|' ORDER BY t.{key}), '')) "
-            "FROM {table} AS t").format(row=row, key=sql.Identifier(key),
-                                        table=sql.Identifier(table)).as_string(db))
+            "SELECT md5(coalesce(string_agg(({row})::text, '|' ORDER BY {key}), '')) "
+            "FROM {table} AS t").format(
+                row=row, key=sql.SQL(", ").join(sql.Identifier("t", c) for c in key),
+                table=sql.Identifier(table)).as_string(db))
     return found
 
 

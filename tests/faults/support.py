@@ -214,7 +214,7 @@ def publish_backlog(settings: Settings, numbers: Iterable[int]) -> list[dict[str
         key = f"transactions:{body['transaction_id']}"
         record = encode(key, "transactions", "transaction.succeeded", body["transaction_id"],
                         received_at, json.dumps(body).encode())
-        publisher.publish(key, record, received_at)
+        publisher.publish(settings.stream, key, record, received_at)
 
     try:
         with ThreadPoolExecutor(64) as pool:

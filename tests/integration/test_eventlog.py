@@ -40,7 +40,7 @@ def publisher(log_settings: Settings) -> Iterator[Publisher]:
 def publish_all(publisher: Publisher, count: int, prefix: str = "r") -> list[str]:
     ids = [f"{prefix}-{n}" for n in range(count)]
     for message_id in ids:
-        publisher.publish(message_id, message_id.encode(), utcnow())
+        publisher.publish(publisher._settings.stream, message_id, message_id.encode(), utcnow())
     return ids
 
 
@@ -140,7 +140,7 @@ def test_a_publisher_shared_by_32_threads_confirms_every_record(
 
 def test_a_record_is_in_the_log_as_soon_as_publish_returns(
         log_settings: Settings, publisher: Publisher) -> None:
-    publisher.publish("only-one", b"{}", utcnow())
+    publisher.publish(log_settings.stream, "only-one", b"{}", utcnow())
     connection = open_connection(log_settings, "test")
     try:
         assert log_end_offset(connection, log_settings.stream) == 0

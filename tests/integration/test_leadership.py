@@ -8,8 +8,9 @@ import time
 import psycopg
 
 from eventlog.settings import Settings
-from processors.leadership import Leadership, lock_key
+from processors.leadership import Leadership
 from processors.lifecycle import Stopper
+from projections.locks import lock_key
 from tests.processes import eventually, scalar
 
 LOCK_SESSION = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'hookline demo lock' "
