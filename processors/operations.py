@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from eventlog.settings import Settings
 
 if TYPE_CHECKING:
+    from processors.lifecycle import Stopper
     from processors.rebuild import Report
 
 Command = Callable[[str, Callable[[Settings, argparse.Namespace], None], str],
@@ -19,8 +21,9 @@ Command = Callable[[str, Callable[[Settings, argparse.Namespace], None], str],
 
 def add_commands(commands: Any, command: Command) -> None:
     """Register the operators' sub-commands on the `hookline` parser."""
-    status = command("status", status_command, "print the log's end, each consumer's "
-                     "checkpoint and lag, and the outbox by status (as GET /v1/status)")
+    status = command("status", status_command, "print the end of each of the log's streams, "
+                     "each consumer's checkpoint and lag, and the outbox by status (as GET "
+                     "/v1/status)")
     status.add_argument("--json", action="store_true", help="print it as JSON")
     rebuild = command("rebuild", rebuild_command, "replay the log from offset 0 into fresh "
                       "projection tables, then swap them in; sends no email")
@@ -38,13 +41,17 @@ def add_commands(commands: Any, command: Command) -> None:
     which.add_argument("--all-dead", action="store_true", help="every dead email")
     events = commands.add_parser("events", help="read the log")
     tail = events.add_subparsers(required=True, metavar="ACTION").add_parser(
-        "tail", help="print the log's last records, and with --follow new ones as they arrive")
+        "tail", help="print the log's last records, and with --follow new ones as they arrive; "
+        "with several partitions, each line starts with PARTITION:OFFSET")
     tail.set_defaults(command=events_tail_command)
     tail.add_argument("--source", help="only records of this source")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing until Ctrl-C")
-    tail.add_argument("--lines", "-n", type=int, default=10, help="how many last records (10)")
+    tail.add_argument("--lines", "-n", type=int, default=10,
+                      help="how many last records of each partition (10)")
     tail.add_argument("--from", dest="start", type=int, metavar="OFFSET",
-                      help="start at this offset instead")
+                      help="start at this offset (of each partition read) instead")
+    tail.add_argument("--partition", type=int, metavar="K",
+                      help="read partition K only (default every partition)")
     tail.add_argument("--json", action="store_true",
                       help="print each record exactly as the log holds it")
 
@@ -56,7 +63,7 @@ def status_command(settings: Settings, args: argparse.Namespace) -> None:
     from projections.schema import check_reachable
 
     check_reachable(settings)
-    end = queries.read_log_end(settings)
+    end = queries.read_log_ends(settings)
     engine = create_engine(settings.database_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         found = queries.status(conn, end)
@@ -65,12 +72,14 @@ def status_command(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def render_status(found: dict[str, Any]) -> str:
-    log, outbox = found["log"], found["outbox"]
-    end = log["end_offset"]
-    lines = [f"log        {log['stream']}: "
-             + (f"unreadable ({log['error']})" if end is None else
-                "empty" if end < 0 else f"end offset {end:,}"),
-             f"{'consumer':<24}{'checkpoint':>12}{'lag':>12}"]
+    log, outbox, partitions = found["log"], found["outbox"], found["partitions"]
+    if len(partitions) == 1:
+        lines = [f"log        {log['stream']}: {_end(log)}"]
+    else:
+        lines = [f"{'log':<13}{log['stream']}, {len(partitions)} partitions"]
+        lines += [f"{'partition ' + str(p['partition']):<13}{p['stream']}: {_end(p)}"
+                  for p in partitions]
+    lines.append(f"{'consumer':<24}{'checkpoint':>12}{'lag':>12}")
     lines += [f"{c['consumer']:<24}{c['checkpoint']:>12,}"
               f"{'?' if c['lag'] is None else format(c['lag'], ','):>12}"
               for c in found["consumers"]] or ["(no consumer has a checkpoint yet)"]
@@ -79,6 +88,12 @@ def render_status(found: dict[str, Any]) -> str:
     lines += [f"outbox     {counts}",
               f"           oldest email waiting: {'none' if age is None else _age(age)}"]
     return "\n".join(lines)
+
+
+def _end(stream: dict[str, Any]) -> str:
+    end = stream["end_offset"]
+    return (f"unreadable ({stream['error']})" if end is None else
+            "empty" if end < 0 else f"end offset {end:,}")
 
 
 def _age(seconds: float) -> str:
@@ -114,12 +129,14 @@ def _report(report: Report) -> dict[str, Any]:
 
 
 def _render_report(report: Report) -> str:
+    upto = _upto(report)
     if report.swapped:
         rows = ", ".join(f"{table} {n:,}" for table, n in report.rows.items())
-        return (f"rebuilt from the log up to offset {report.offset:,} and swapped in: {rows} "
+        return (f"rebuilt from the log up to {upto} and swapped in: {rows} "
                 "rows; the outbox and checkpoints are as they were")
-    lines = [f"dry run: the log replayed up to offset {report.offset:,} (the live checkpoint); "
-             "against the live tables a rebuild would make"]
+    lines = [f"dry run: the log replayed up to {upto} (the live checkpoint"
+             f"{'s' if len(report.checkpoints) > 1 else ''}); against the live tables a rebuild "
+             "would make"]
     for diff in report.diffs:
         if diff.table == "email_outbox":
             lines.append(f"  email_outbox: never changed by a rebuild; {diff.added} emails the "
@@ -131,6 +148,14 @@ def _render_report(report: Report) -> str:
                 if diff.differs else "no difference"))
         lines += [f"      {example}" for example in diff.examples]
     return "\n".join(lines)
+
+
+def _upto(report: Report) -> str:
+    """'offset N', or with partitions 'projector.0 at offset N, projector.1 at offset M'."""
+    if len(report.checkpoints) <= 1:
+        return f"offset {report.offset:,}"
+    return ", ".join(f"{consumer} at offset {offset:,}"
+                     for consumer, offset in sorted(report.checkpoints.items()))
 
 
 def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
@@ -157,47 +182,92 @@ def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def events_tail_command(settings: Settings, args: argparse.Namespace) -> None:
-    from eventlog.reader import StreamReader
     from processors.lifecycle import Stopper
     from projections import queries
 
-    end = queries.read_log_end(settings)
-    if end.end_offset is None:
-        sys.exit(f"hookline: {end.error}")
-    start = args.start if args.start is not None else max(0, end.end_offset - args.lines + 1)
-    last = None if args.follow else end.end_offset
-    if last is not None and start > last:
-        return
+    count = settings.partitions
+    if args.partition is not None and not 0 <= args.partition < count:
+        sys.exit(f"hookline: --partition {args.partition} is not a partition: "
+                 f"HOOKLINE_PARTITIONS is {count}, so K runs from 0 to {count - 1}")
+    if args.partition is None:
+        chosen, read = list(range(count)), settings
+    else:
+        chosen, read = [args.partition], settings.partition(args.partition)
+    tails = []
+    for k, found in zip(chosen, queries.read_log_ends(read).partitions, strict=True):
+        if found.end_offset is None:
+            sys.exit(f"hookline: {found.stream}: {found.error}")
+        tails.append(_Tail(settings, k, found.end_offset, args))
     stopper = Stopper().install()
-    reader = StreamReader(settings, start, 200, "tail", stopper.is_set, idle_seconds=0.3)
-    try:
-        for batch in reader.batches():
-            for record in batch.records:
-                if last is not None and record.offset > last:
+    if not args.follow or len(tails) == 1:  # one partition after another
+        for tail in tails:
+            tail.run(stopper)
+        return
+    # following several: one reader each, lines printed as they come
+    readers = [threading.Thread(target=t.run, args=(stopper,), name=f"tail {t.partition}",
+                                daemon=True) for t in tails]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+
+
+class _Tail:
+    """One partition's part of `events tail`: its last records or those from --from, and
+    with --follow new ones until stopped."""
+
+    printing = threading.Lock()  # whole lines, when several partitions print at once
+
+    def __init__(self, settings: Settings, partition: int, end: int,
+                 args: argparse.Namespace) -> None:
+        self.settings, self.partition, self.args = settings.partition(partition), partition, args
+        self.label = None if settings.partitions == 1 else partition
+        self.start = args.start if args.start is not None else max(0, end - args.lines + 1)
+        self.last = None if args.follow else end
+
+    def run(self, stopper: Stopper) -> None:
+        from eventlog.reader import StreamReader
+
+        last = self.last
+        if last is not None and self.start > last:
+            return
+        reader = StreamReader(self.settings, self.start, 200, "tail", stopper.is_set,
+                              idle_seconds=0.3)
+        try:
+            for batch in reader.batches():
+                for record in batch.records:
+                    if last is not None and record.offset > last:
+                        return
+                    self.show(record.offset, record.body)
+                reader.ack(batch)
+                if last is not None and batch.last_offset >= last:
                     return
-                line = _tail_line(record.offset, record.body, args.source, args.json)
-                if line is not None:
-                    print(line, flush=True)
-            reader.ack(batch)
-            if last is not None and batch.last_offset >= last:
-                return
-    except BrokenPipeError:  # the reader of our output went away (| head): done
-        sys.stderr.close()
-    finally:
-        reader.close()
+        except BrokenPipeError:  # the reader of our output went away (| head): done
+            stopper.set()
+            sys.stderr.close()
+        finally:
+            reader.close()
+
+    def show(self, offset: int, body: bytes) -> None:
+        line = _tail_line(offset, body, self.args.source, self.args.json, self.label)
+        if line is not None:
+            with self.printing:
+                print(line, flush=True)
 
 
-def _tail_line(offset: int, body: bytes, source: str | None, exact: bool) -> str | None:
+def _tail_line(offset: int, body: bytes, source: str | None, exact: bool,
+               partition: int | None) -> str | None:
     from eventlog.envelope import decode
 
+    where = f"{offset:>10}" if partition is None else f"{f'{partition}:{offset}':>13}"
     try:
         envelope = decode(body)
     except ValueError:
-        return None if source else f"{offset:>10}  (not an envelope: {len(body)} bytes)"
+        return None if source else f"{where}  (not an envelope: {len(body)} bytes)"
     if source is not None and envelope.source != source:
         return None
     if exact:
         return body.decode(errors="replace")
     moment = envelope.received_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return (f"{offset:>10}  {moment}  {envelope.source:<12} {envelope.type:<30} "
+    return (f"{where}  {moment}  {envelope.source:<12} {envelope.type:<30} "
             f"{envelope.subject}  {envelope.id}")

@@ -84,6 +84,15 @@ class Cursor(fields.Field[tuple[Any, ...]]):
                                                                          strict=True))
 
 
+def _int_max(column: sqlalchemy.Column[Any]) -> int:
+    """The largest value the column holds: a bigger one would fail in PostgreSQL's cast."""
+    if isinstance(column.type, sqlalchemy.SmallInteger):
+        return 2**15 - 1
+    if isinstance(column.type, sqlalchemy.BigInteger):
+        return MAX_BIGINT
+    return 2**31 - 1
+
+
 def _key_value(column: sqlalchemy.Column[Any], value: Any) -> Any:
     if value is None and column.nullable:
         return None
@@ -93,7 +102,7 @@ def _key_value(column: sqlalchemy.Column[Any], value: Any) -> Any:
         if moment.tzinfo is None:
             raise ValueError("a cursor's time has a zone")
         return moment
-    if kind is int and type(value) is int and 0 <= value <= MAX_BIGINT:
+    if kind is int and type(value) is int and 0 <= value <= _int_max(column):
         return value
     if kind is str and isinstance(value, str) and "\x00" not in value:
         return value
@@ -128,7 +137,15 @@ class BookingFilters(PageArgs):
     cursor = Cursor(queries.BOOKINGS)
 
 
+def Partition(partitions: int, **kwargs: Any) -> fields.Integer:  # noqa: N802
+    return fields.Integer(validate=validate.Range(min=0, max=partitions - 1), metadata={
+        "description": f"a partition of the log, 0 to {partitions - 1} (HOOKLINE_PARTITIONS)"},
+        **kwargs)
+
+
 class EventFilters(PageArgs):
+    """With a `partition` filter added per application (its range is the log's)."""
+
     source = OneOf([*SOURCES, "unknown"])
     type = Text()
     subject = Text()
@@ -187,7 +204,8 @@ class TransactionOut(Schema):
 
 
 class EventOut(Schema):
-    offset = Always(fields.Integer)
+    offset = Always(fields.Integer, metadata={"description": "in its partition's stream"})
+    partition = Always(fields.Integer)
     id = Always(fields.String)
     source = Always(fields.String)
     type = Always(fields.String)
@@ -266,15 +284,29 @@ EmailPage = _page_schema("EmailPage", EmailOut)
 
 
 class LogOut(Schema):
-    stream = Always(fields.String)
-    end_offset = Nullable(fields.Integer, metadata={"description": "-1 when the log is empty"})
+    stream = Always(fields.String, metadata={"description": "HOOKLINE_STREAM"})
+    end_offset = Nullable(fields.Integer, metadata={
+        "description": "-1 when the log is empty; null when it cannot be read (see error) or "
+                       "when it has several partitions (see partitions)"})
+    error = Nullable(fields.String, metadata={"description": "why a stream cannot be read"})
+
+
+class PartitionOut(Schema):
+    partition = Always(fields.Integer)
+    stream = Always(fields.String, metadata={"description": "the partition's stream"})
+    end_offset = Nullable(fields.Integer, metadata={
+        "description": "-1 when the stream is empty, null when it cannot be read"})
     error = Nullable(fields.String)
+    consumer = Always(fields.String, metadata={
+        "description": "the projector's checkpoint whose lag is measured against this end"})
 
 
 class ConsumerOut(Schema):
     consumer = Always(fields.String)
     checkpoint = Always(fields.Integer)
-    lag = Nullable(fields.Integer)
+    lag = Nullable(fields.Integer, metadata={
+        "description": "behind the end of its own partition's stream; null when that end "
+                       "cannot be read or the consumer is no partition's projector"})
 
 
 class OutboxStatusOut(Schema):
@@ -284,6 +316,8 @@ class OutboxStatusOut(Schema):
 
 class StatusOut(Schema):
     log = Always(fields.Nested, nested=LogOut)
+    partitions = Always(fields.List, cls_or_instance=fields.Nested(PartitionOut),
+                        metadata={"description": "each stream of the log, partition 0 first"})
     consumers = Always(fields.List, cls_or_instance=fields.Nested(ConsumerOut))
     outbox = Always(fields.Nested, nested=OutboxStatusOut)
 
@@ -350,7 +384,7 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
     reader = engine.execution_options(isolation_level="AUTOCOMMIT")
     sources = interpreters()
     for blueprint in (_transactions_blueprint(reader, sources), _bookings_blueprint(reader),
-                      _events_blueprint(reader), _outbox_blueprint(reader),
+                      _events_blueprint(reader, settings.partitions), _outbox_blueprint(reader),
                       _status_blueprint(settings, reader)):
         api.register_blueprint(blueprint)
     _health_routes(app, engine)
@@ -460,25 +494,33 @@ def _bookings_blueprint(engine: Engine) -> Blueprint:
     return blp
 
 
-def _events_blueprint(engine: Engine) -> Blueprint:
+def _events_blueprint(engine: Engine, partitions: int) -> Blueprint:
     blp = _Blueprint("events", __name__, url_prefix="/v1/events",
-                     description="The log as projected: one row per offset")
+                     description="The log as projected: one row per offset of each partition")
+    filters = type("EventFilters", (EventFilters,), {"partition": Partition(partitions)})
+    where = Schema.from_dict({"partition": Partition(partitions, load_default=0)},
+                             name="EventPartition")
 
     @blp.route("")
-    @blp.arguments(EventFilters, location="query")
+    @blp.arguments(filters, location="query")
     @blp.response(200, EventPage)
     @_errors(blp)
     def list_events(args: dict[str, Any]) -> dict[str, Any]:
-        """Records, newest offset first."""
+        """Records, newest offset first, then the highest partition."""
         return _page(engine, queries.EVENTS, args)
 
     @blp.route(f"/<int(max={MAX_BIGINT}):offset>")
+    @blp.arguments(where, location="query")
     @blp.response(200, EventDetail)
     @_errors(blp, 404)
-    def get_event(offset: int) -> Mapping[str, Any]:
-        """One record with its payload as received."""
+    def get_event(args: dict[str, Any], offset: int) -> Mapping[str, Any]:
+        """One record (of partition 0 unless `partition` is given) with its payload as
+        received."""
+        partition = args["partition"]
+        named = f"record at offset {offset}" + (f" of partition {partition}"
+                                               if partitions > 1 else "")
         with engine.connect() as conn:
-            found = dict(_found(queries.event(conn, offset), f"record at offset {offset}"))
+            found = dict(_found(queries.event(conn, offset, partition), named))
         if found["payload"] is not None:
             found["payload"] = orjson.Fragment(found["payload"])  # the stored JSON, unparsed
         return found
@@ -522,8 +564,9 @@ def _status_blueprint(settings: Settings, engine: Engine) -> Blueprint:
     @blp.response(200, StatusOut)
     @_errors(blp)
     def get_status() -> dict[str, Any]:
-        """The log's end offset, each consumer's checkpoint and lag, the outbox by status."""
-        end = queries.read_log_end(settings)
+        """The end offset of each of the log's streams, each consumer's checkpoint and lag,
+        the outbox by status."""
+        end = queries.read_log_ends(settings)
         with engine.connect() as conn:
             return queries.status(conn, end)
 

@@ -1,6 +1,6 @@
 """Read-side queries for operators, over the projection tables.
 
-Every list is read newest first by a key whose last column is unique, and continues strictly
+Every list is read newest first by a key that is unique, and continues strictly
 after the key of the last row a page showed (keyset pagination): a row is never skipped or
 shown twice because rows were added meanwhile, and each page costs the same however deep.
 Every statement reads one table, so a reader never holds one table's lock while it waits for
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, cast, get_args
 
+import pika
 import pika.exceptions
 from sqlalchemy import (
     Column,
@@ -31,6 +32,7 @@ from sqlalchemy import (
 )
 
 from eventlog.envelope import Envelope
+from eventlog.partitions import consumer_name
 from eventlog.settings import Settings
 from eventlog.topology import BrokerUnreachable, log_end_offset, open_connection
 from ingest.sources.base import Interpreter
@@ -53,6 +55,7 @@ OUTCOMES = ("applied", "duplicate", "ignored", "rejected")
 OUTBOX_STATUSES = ("pending", "sent", "failed", "dead")
 TEMPLATES: tuple[str, ...] = get_args(Template)
 RETRYABLE = ("dead", "failed")
+PROJECTOR = "projector"  # the projector's checkpoint (processors.projector.CONSUMER)
 TRAIL_LIMIT = 500  # the most recent records of a trail; the rest are in GET /v1/events
 
 # constant predicates, so that the partial indexes of migration 0004 match them
@@ -84,7 +87,7 @@ class NotRetryable(Exception):
 
 @dataclass(frozen=True)
 class Listing:
-    """One list: its table, its key (newest first, the last column unique), its filters."""
+    """One list: its table, its key (newest first, unique), its filters."""
 
     name: str
     table: Table
@@ -145,7 +148,9 @@ BOOKINGS = Listing("bookings", _bookings, ("created_at", "reference"), {
     "created_after": lambda v: _bookings.c.created_at >= v,
     "created_before": lambda v: _bookings.c.created_at < v,
 })
-EVENTS = Listing("events", _events, ("offset",), {
+# offsets count within a partition: (offset, partition) is unique; migration 0005's indexes
+EVENTS = Listing("events", _events, ("offset", "partition"), {
+    "partition": lambda v: _events.c.partition == v,
     "source": lambda v: _events.c.source == v,
     "type": lambda v: _events.c.type == v,
     "subject": lambda v: _events.c.subject == v,
@@ -233,7 +238,8 @@ def _trail(conn: Connection, subjects: Sequence[str], with_payload: bool = False
     if with_payload:  # as stored, numbers exact, for the sources' interpreters
         columns.append(_events.c.payload.cast(Text).label("payload"))
     rows = conn.execute(select(*columns).where(_events.c.subject.in_(subjects))
-                        .order_by(_events.c.offset.desc()).limit(TRAIL_LIMIT)).mappings()
+                        .order_by(_events.c.offset.desc(), _events.c.partition.desc())
+                        .limit(TRAIL_LIMIT)).mappings()
     trail = [dict(row) for row in rows]
     trail.reverse()  # oldest first: the order things happened in
     return trail
@@ -257,11 +263,12 @@ def booking(conn: Connection, reference: str) -> Row | None:
     return found
 
 
-def event(conn: Connection, offset: int) -> Row | None:
+def event(conn: Connection, offset: int, partition: int = 0) -> Row | None:
     """One record as projected, its payload as the stored JSON text (numbers kept exact)."""
     columns = [c for c in _events.c if c.name != "payload"]
     row = conn.execute(select(*columns, _events.c.payload.cast(Text).label("payload"))
-                       .where(_events.c.offset == offset)).mappings().first()
+                       .where(_events.c.offset == offset, _events.c.partition == partition)
+                       ).mappings().first()
     return None if row is None else dict(row)
 
 
@@ -296,42 +303,84 @@ def retry_dead_emails(conn: Connection) -> list[int]:
 
 @dataclass(frozen=True)
 class LogEnd:
+    """One stream of the log: its last offset (-1 when empty), or why it could not be read."""
+
     stream: str
     end_offset: int | None
     error: str | None = None
 
 
-def read_log_end(settings: Settings) -> LogEnd:
-    """The log's last offset (-1 when empty), or why it could not be read."""
+@dataclass(frozen=True)
+class LogEnds:
+    """The log (HOOKLINE_STREAM) and the end of each of its streams, partition 0 first."""
+
+    stream: str
+    partitions: tuple[LogEnd, ...]
+
+    def whole(self) -> LogEnd:
+        """The log as one stream: its end with one partition, else only an error if any."""
+        if len(self.partitions) == 1:
+            return replace(self.partitions[0], stream=self.stream)
+        errors = [f"{k}: {end.error}" for k, end in enumerate(self.partitions) if end.error]
+        return LogEnd(self.stream, None, f"partition {errors[0]}" if errors else None)
+
+
+def read_log_ends(settings: Settings) -> LogEnds:
+    """Each stream's end, read one after another over one connection (a peek takes at most
+    PEEK_SECONDS, so N streams at most N times that)."""
     try:
         connection = open_connection(settings, "status")
     except BrokerUnreachable as exc:
-        return LogEnd(settings.stream, None, str(exc))
+        return LogEnds(settings.stream, tuple(LogEnd(s, None, str(exc))
+                                              for s in settings.streams))
     try:
-        return LogEnd(settings.stream, log_end_offset(connection, settings.stream))
-    except pika.exceptions.AMQPError as exc:
-        return LogEnd(settings.stream, None, f"cannot read the stream: {exc!r}"[:300])
+        return LogEnds(settings.stream, tuple(_read_end(connection, s)
+                                              for s in settings.streams))
     finally:
         if connection.is_open:
             connection.close()
 
 
-def status(conn: Connection, log: LogEnd) -> Row:
-    """The log's end, each consumer's checkpoint and lag, and the outbox by status."""
-    end = log.end_offset
+def _read_end(connection: pika.BlockingConnection, stream: str) -> LogEnd:
+    if not connection.is_open:
+        return LogEnd(stream, None, "the connection to RabbitMQ was closed")
+    try:
+        return LogEnd(stream, log_end_offset(connection, stream))
+    except pika.exceptions.AMQPError as exc:  # e.g. no such stream: this one only
+        return LogEnd(stream, None, f"cannot read the stream: {exc!r}"[:300])
+
+
+def status(conn: Connection, log: LogEnds) -> Row:
+    """The log's end per partition, each consumer's checkpoint and its lag behind its own
+    partition's end (null for a consumer that is no partition's projector), the outbox."""
+    count = len(log.partitions)
+    readers = {consumer_name(PROJECTOR, k, count): k for k in range(count)}
     consumers = [
         {"consumer": name, "checkpoint": checkpoint,
-         "lag": None if end is None else max(0, end - checkpoint)}
+         "lag": _lag(log.partitions[readers[name]] if name in readers else None, checkpoint)}
         for name, checkpoint in conn.execute(
             select(_offsets.c.consumer, _offsets.c.last_offset).order_by(_offsets.c.consumer))]
+    whole = log.whole()
+    return {
+        "log": {"stream": whole.stream, "end_offset": whole.end_offset, "error": whole.error},
+        "partitions": [{"partition": k, "stream": end.stream, "end_offset": end.end_offset,
+                        "error": end.error, "consumer": consumer_name(PROJECTOR, k, count)}
+                       for k, end in enumerate(log.partitions)],
+        "consumers": consumers,
+        "outbox": _outbox_status(conn),
+    }
+
+
+def _lag(end: LogEnd | None, checkpoint: int) -> int | None:
+    if end is None or end.end_offset is None:
+        return None
+    return max(0, end.end_offset - checkpoint)
+
+
+def _outbox_status(conn: Connection) -> Row:
     counts = dict.fromkeys(OUTBOX_STATUSES, 0)
     counts.update({s: n for s, n in conn.execute(
         select(_outbox.c.status, func.count()).group_by(_outbox.c.status)).tuples()})
     age = conn.execute(select(func.extract("epoch", func.now() - func.min(_outbox.c.created_at)))
                        .where(_outbox.c.status.in_(("pending", "failed")))).scalar()
-    return {
-        "log": {"stream": log.stream, "end_offset": end, "error": log.error},
-        "consumers": consumers,
-        "outbox": {"counts": counts,
-                   "oldest_pending_age_seconds": None if age is None else float(age)},
-    }
+    return {"counts": counts, "oldest_pending_age_seconds": None if age is None else float(age)}

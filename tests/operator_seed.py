@@ -41,9 +41,9 @@ FROM generate_series(%(first)s::int, %(last)s::int) AS i
 """
 
 EVENTS = """
-INSERT INTO events ("offset", id, source, type, subject, received_at, projected_at, outcome,
-    error, payload)
-SELECT i, source || ':evt-' || i, source,
+INSERT INTO events ("offset", "partition", id, source, type, subject, received_at, projected_at,
+    outcome, error, payload)
+SELECT i / %(partitions)s::int, i %% %(partitions)s::int, source || ':evt-' || i, source,
        CASE source WHEN 'bookings' THEN 'booking.created' WHEN 'scheduler' THEN 'booking.expired'
                    WHEN 'chapa' THEN 'charge.success' WHEN 'stripe' THEN
                        (ARRAY['payment_intent.succeeded', 'charge.refunded', 'plan.created'])
@@ -80,11 +80,12 @@ FROM generate_series(%(first)s::int, %(last)s::int) AS i,
 
 def seed(conn: psycopg.Connection[Any], transactions: int = 0, bookings: int = 0,
          events: int = 0, emails: int = 0, moments: int = 40, references: int = 500,
-         first: int = 1, prefix: str = "tx-") -> None:
-    """Rows numbered from `first`; `moments` distinct created_at values, so many ties."""
+         first: int = 1, prefix: str = "tx-", partitions: int = 1) -> None:
+    """Rows numbered from `first`; `moments` distinct created_at values, so many ties. Event i
+    is at offset i // partitions of partition i % partitions."""
     for query, count in ((TRANSACTIONS, transactions), (BOOKINGS, bookings),
                          (EVENTS, events), (EMAILS, emails)):
         if count:
             conn.execute(query, {"first": first, "last": first + count - 1,
                                  "moments": moments, "references": references,
-                                 "prefix": prefix})
+                                 "prefix": prefix, "partitions": partitions})

@@ -3,6 +3,7 @@ pagination under writes, argument errors, tokens, the outbox retry, and its Open
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import subprocess
@@ -31,19 +32,20 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def seeded(template_database: str, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Pipeline, psycopg.Connection[Row]]]:
-    """One API process for the module over a database of a few hundred rows per table."""
+    """One API process for the module over a database of a few hundred rows per table, the
+    events in two partitions."""
     name = f"hookline_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             sql.Identifier(name), sql.Identifier(template_database)))
     url = _db_url(name)
     env = {"HOOKLINE_DATABASE_URL": url, "HOOKLINE_AMQP_URL": AMQP_URL,
-           "HOOKLINE_STREAM": f"hookline.test.{uuid.uuid4().hex[:12]}"}
+           "HOOKLINE_STREAM": f"hookline.test.{uuid.uuid4().hex[:12]}", "HOOKLINE_PARTITIONS": "2"}
     try:
         with psycopg.connect(url.replace("+psycopg", ""), autocommit=True,
                              row_factory=dict_row) as db:
             seed(db, transactions=600, bookings=400, events=700, emails=300, moments=30,
-                 references=40)
+                 references=40, partitions=2)
             with running_pipeline(env, tmp_path_factory.mktemp("api"), parts=("api",)) as api:
                 yield api, db
     finally:
@@ -118,6 +120,8 @@ EVENT_FILTERS: list[tuple[dict[str, Any], Callable[[Row], bool]]] = [
       ("applied", "duplicate", "ignored", "rejected")),
     ({"received_after": E1.isoformat(), "received_before": E2.isoformat()},
      lambda r: E1 <= r["received_at"] < E2),
+    *(({"partition": k}, lambda r, k=k: r["partition"] == k) for k in (0, 1)),
+    ({"partition": 1, "source": "chapa"}, lambda r: r["partition"] == 1 and r["source"] == "chapa"),
     ({}, lambda r: True),
 ]
 OUTBOX_FILTERS: list[tuple[dict[str, Any], Callable[[Row], bool]]] = [
@@ -134,21 +138,25 @@ OUTBOX_FILTERS: list[tuple[dict[str, Any], Callable[[Row], bool]]] = [
 @pytest.mark.parametrize(("path", "table", "key", "cases"), [
     ("/v1/transactions", "transactions", ("created_at", "transaction_id"), TRANSACTION_FILTERS),
     ("/v1/bookings", "bookings", ("created_at", "reference"), BOOKING_FILTERS),
-    ("/v1/events", "events", ("received_at", "offset"), EVENT_FILTERS),
-    ("/v1/outbox", "email_outbox", ("created_at", "id"), OUTBOX_FILTERS),
+    ("/v1/events", "events", ("offset", "partition"), EVENT_FILTERS),
+    ("/v1/outbox", "email_outbox", ("id",), OUTBOX_FILTERS),
 ], ids=["transactions", "bookings", "events", "outbox"])
 def test_every_filter_returns_exactly_the_matching_rows_newest_first(
         seeded: tuple[Pipeline, psycopg.Connection[Row]], path: str, table: str,
-        key: tuple[str, str], cases: list[tuple[dict[str, Any], Callable[[Row], bool]]]) -> None:
+        key: tuple[str, ...], cases: list[tuple[dict[str, Any], Callable[[Row], bool]]]
+) -> None:
     api, db = seeded
     rows = db.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table))).fetchall()
-    name = key[1]
-    order = (newest_first(rows, *key) if table in ("transactions", "bookings")
-             else sorted((r[name] for r in rows), reverse=True))  # offsets and ids: newest
+    if table in ("transactions", "bookings"):  # a time that may be null, then a unique name
+        names = key[1:]
+        order = [(k,) for k in newest_first(rows, key[0], key[1])]
+    else:  # offsets (a partition breaking ties) and ids: newest first
+        names = key
+        order = sorted((tuple(r[c] for c in key) for r in rows), reverse=True)
     for params, matches in cases:
-        wanted = {r[name] for r in rows if matches(r)}
+        wanted = {tuple(r[c] for c in names) for r in rows if matches(r)}
         expected = [k for k in order if k in wanted]
-        got = [item[name] for item in walk(api, path, params, limit=137)]
+        got = [tuple(item[c] for c in names) for item in walk(api, path, params, limit=137)]
         assert got == expected, f"{path} {params}: {len(got)} rows, {len(expected)} expected"
         if params == {}:
             assert len(got) == len(rows)
@@ -173,6 +181,12 @@ def test_every_bad_argument_is_a_400_naming_its_field(
         ("/v1/events", "received_after", "now"), ("/v1/events", "received_before", "-1"),
         ("/v1/events", "type", "x" * 256), ("/v1/events", "subject", ""),
         ("/v1/events", "limit", "-5"), ("/v1/events", "cursor", "WyJldmVudHMiLCJ4Il0"),
+        ("/v1/events", "cursor", cursor(["events", 5])),  # one without the partition
+        ("/v1/events", "cursor", cursor(["events", 5, 40000])),  # no such smallint
+        ("/v1/events", "cursor", cursor(["events", 5, -1])),
+        ("/v1/events", "partition", "2"), ("/v1/events", "partition", "-1"),
+        ("/v1/events", "partition", "one"), ("/v1/events/5", "partition", "2"),
+        ("/v1/events/5", "partition", "1.5"), ("/v1/events/5", "offset", "1"),
         ("/v1/outbox", "status", "sending"), ("/v1/outbox", "template", "welcome"),
         ("/v1/outbox", "cursor", "WyJvdXRib3giXQ"), ("/v1/outbox", "limit", "1e3"),
     ]
@@ -182,6 +196,10 @@ def test_every_bad_argument_is_a_400_naming_its_field(
         body = answer.json()
         assert body["error"] == "bad_request"
         assert list(body["fields"]["query"]) == [field], (path, field, body)
+
+
+def cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).rstrip(b"=").decode()
 
 
 def walk_first_cursor(api: Pipeline, path: str) -> str:
@@ -209,6 +227,7 @@ def test_no_route_answers_without_a_valid_token_and_unknown_ids_are_json_404s(
     for path in ("/healthz", "/readyz", "/metrics"):
         assert api.http.get(f"{api.api_url}{path}", timeout=10).status_code == 200
     for path in ("/v1/transactions/tx-none", "/v1/bookings/BK-none", "/v1/events/999999",
+                 "/v1/events/999999?partition=1",
                  "/v1/events/99999999999999999999", "/v1/events/-1", "/v1/transactions/a%00b"):
         answer = api.get(path)
         assert answer.status_code == 404, path
@@ -220,15 +239,17 @@ def test_no_route_answers_without_a_valid_token_and_unknown_ids_are_json_404s(
 def test_an_event_is_served_with_its_payload_as_stored_numbers_exact(
         seeded: tuple[Pipeline, psycopg.Connection[Row]]) -> None:
     api, db = seeded
-    answer = api.get("/v1/events/5")
-    assert answer.status_code == 200
-    assert '"amount": 10.990' in answer.text  # not 10.99: the stored number, digit for digit
-    found = answer.json()
-    row = db.execute('SELECT * FROM events WHERE "offset" = 5').fetchone()
-    assert row is not None
-    assert found["payload"] == {"n": 5, "amount": 10.99}
-    assert (found["id"], found["subject"], found["outcome"]) == (row["id"], row["subject"],
-                                                                  row["outcome"])
+    for query, partition in (("", 0), ("?partition=0", 0), ("?partition=1", 1)):
+        answer = api.get(f"/v1/events/5{query}")
+        assert answer.status_code == 200
+        assert '"amount": 10.990' in answer.text  # not 10.99: the stored number, exactly
+        found = answer.json()
+        row = db.execute('SELECT * FROM events WHERE "offset" = 5 AND "partition" = %s',
+                         (partition,)).fetchone()
+        assert row is not None
+        assert found["payload"] == {"n": 10 + partition, "amount": 10.99}  # seeded 2 per offset
+        assert (found["partition"], found["id"], found["subject"], found["outcome"]) == (
+            partition, row["id"], row["subject"], row["outcome"])
 
 
 def test_a_dead_or_failed_email_can_be_retried_and_a_sent_one_cannot(

@@ -20,6 +20,7 @@ from tests.operator_seed import seed
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = datetime(2026, 1, 2, tzinfo=UTC)
 PAGE_BLOCKS = 120
+PARTITIONS = 4  # the events' offsets run to 15000 in each
 CASES: list[tuple[queries.Listing, dict[str, Any], tuple[Any, ...] | None]] = [
     (queries.TRANSACTIONS, {}, None),
     (queries.TRANSACTIONS, {}, (DAY, "tx-0001000")),
@@ -39,12 +40,16 @@ CASES: list[tuple[queries.Listing, dict[str, Any], tuple[Any, ...] | None]] = [
     (queries.BOOKINGS, {"flag": "amount_mismatch"}, (DAY, "BK-100")),
     (queries.BOOKINGS, {"created_after": T0, "created_before": DAY}, None),
     (queries.EVENTS, {}, None),
-    (queries.EVENTS, {}, (30000,)),
+    (queries.EVENTS, {}, (7500, 2)),
     (queries.EVENTS, {"source": "scheduler"}, None),
-    (queries.EVENTS, {"type": "booking.expired"}, (30000,)),
+    (queries.EVENTS, {"type": "booking.expired"}, (7500, 2)),
     (queries.EVENTS, {"subject": "BK-7"}, None),
+    (queries.EVENTS, {"subject": "BK-7"}, (7500, 2)),
     (queries.EVENTS, {"outcome": "rejected"}, None),
     (queries.EVENTS, {"received_after": T0, "received_before": DAY}, None),
+    (queries.EVENTS, {"partition": 3}, None),
+    (queries.EVENTS, {"partition": 1}, (7500, 2)),
+    (queries.EVENTS, {"partition": 1, "source": "chapa"}, (7500, 2)),
     (queries.OUTBOX, {}, None),
     (queries.OUTBOX, {"status": "dead"}, None),
     (queries.OUTBOX, {"template": "payment_failure"}, (10000,)),
@@ -67,7 +72,7 @@ def analyzed(template_database: str) -> Iterator[Connection]:
     url = _db_url(name)
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as db:
         seed(db, transactions=30000, bookings=20000, events=60000, emails=20000,
-             moments=5000, references=5000)
+             moments=5000, references=5000, partitions=PARTITIONS)
         db.execute("ANALYZE")
     engine = create_engine(url)
     with engine.connect() as conn:
