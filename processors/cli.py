@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     projector.add_argument("--partition", type=int, action="append", metavar="K",
                            help="project partition K only (repeatable; default every partition "
                            "of HOOKLINE_PARTITIONS)")
+    repartition = command("migrate-partitions", migrate_partitions_command, "move the "
+                          "one-stream log (HOOKLINE_STREAM) into N partition streams, offline: "
+                          "with ingest, the scheduler and the projector stopped")
+    repartition.add_argument("--to", type=int, required=True, metavar="N",
+                             help="the number of partitions (2 to 64)")
+    repartition.add_argument("--restart", action="store_true",
+                             help="first delete the partition streams a run that stopped "
+                             "midway left behind")
     command("mail", mail, "send the email outbox over SMTP (HOOKLINE_SMTP_URL)")
     command("schedule", schedule, "append booking.expired and payment.timed_out records when "
             "deadlines pass")
@@ -112,6 +120,16 @@ def project(settings: Settings, args: argparse.Namespace) -> None:
     ensure_stream(settings)
     _serve_metrics("HOOKLINE_PROJECTOR_METRICS_BIND", settings.projector_metrics_bind)
     project(settings, Stopper().install(), sorted(set(partitions)))
+
+
+def migrate_partitions_command(settings: Settings, args: argparse.Namespace) -> None:
+    from processors.lifecycle import Stopper
+    from processors.repartition import MigrationError, migrate_partitions
+
+    try:
+        migrate_partitions(settings, args.to, Stopper().install(), restart=args.restart)
+    except MigrationError as exc:
+        sys.exit(f"hookline: {exc}")
 
 
 def mail(settings: Settings, _args: argparse.Namespace) -> None:
