@@ -29,11 +29,12 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 @contextmanager
-def scratch(prefix: str) -> Iterator[Settings]:
-    """A migrated database and an empty stream, dropped afterwards."""
+def scratch(prefix: str, partitions: int = 1) -> Iterator[Settings]:
+    """A migrated database and an empty log (in `partitions` streams), dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     settings = Settings(database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
-                        amqp_url=AMQP_URL, stream=f"bench.{name}", operator_tokens=("bench",))
+                        amqp_url=AMQP_URL, stream=f"bench.{name}", partitions=partitions,
+                        operator_tokens=("bench",))
     migrate(settings)
     try:
         yield settings
@@ -42,7 +43,8 @@ def scratch(prefix: str) -> Iterator[Settings]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
         connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        connection.channel().queue_delete(settings.stream)
+        for stream in settings.streams:
+            connection.channel().queue_delete(stream)
         connection.close()
 
 
@@ -50,6 +52,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
     env.update({"HOOKLINE_DATABASE_URL": settings.database_url,
                 "HOOKLINE_AMQP_URL": settings.amqp_url, "HOOKLINE_STREAM": settings.stream,
+                "HOOKLINE_PARTITIONS": str(settings.partitions),
                 "HOOKLINE_OPERATOR_TOKENS": "bench", "HOOKLINE_LOG_LEVEL": "WARNING"})
     env.update(extra)
     return env

@@ -148,7 +148,7 @@ def main() -> None:
     exit_on_sigterm()
     with scratch("bench_memory") as settings:
         appending = time.perf_counter()
-        last = append(settings, args.records)
+        last = append(settings, args.records)[0]  # one partition
         appending = time.perf_counter() - appending
         projector, rate = projector_run(settings, last, args.interval)
         workers, sent, failed, seconds = ingest_run(settings, args.requests, args.interval,
