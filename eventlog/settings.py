@@ -33,6 +33,7 @@ class Settings:
     stream_max_bytes: int = 20_000_000_000
     stream_max_age: str | None = None
     stream_max_segment_bytes: int | None = None
+    stream_replicas: int | None = None
     smtp_url: str | None = None
     stripe_secrets: tuple[str, ...] = ()
     stripe_tolerance: int = 300
@@ -104,6 +105,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                      "an age such as 7D, 12h, 30m (units Y M D h m s)"),
         stream_max_segment_bytes=read.optional("HOOKLINE_STREAM_MAX_SEGMENT_BYTES", _positive_int,
                                                "a positive whole number of bytes"),
+        stream_replicas=read.optional("HOOKLINE_STREAM_REPLICAS", _positive_int,
+                                      "a positive whole number of nodes, such as 3"),
         smtp_url=read.optional("HOOKLINE_SMTP_URL", _smtp_url,
                                "an smtp:// or smtps:// URL", secret=True),
         stripe_secrets=read.secrets("HOOKLINE_STRIPE_SECRETS"),

@@ -41,6 +41,8 @@ def stream_arguments(settings: Settings) -> dict[str, Any]:
         arguments["x-max-age"] = settings.stream_max_age
     if settings.stream_max_segment_bytes:  # retention drops whole segments only
         arguments["x-stream-max-segment-size-bytes"] = settings.stream_max_segment_bytes
+    if settings.stream_replicas:  # on a cluster: a confirm then waits for a quorum of these
+        arguments["x-initial-cluster-size"] = settings.stream_replicas
     return arguments
 
 

@@ -120,6 +120,30 @@ def test_declaring_the_stream_twice_with_the_same_arguments_is_a_no_op(
         _close(connection)
 
 
+def test_the_stream_is_declared_with_its_replica_count_when_one_is_set(
+        log_settings: Settings) -> None:
+    replicated = replace(log_settings, stream_replicas=3)  # a single node takes what it has
+    ensure_stream(replicated)
+    connection = open_connection(log_settings, "test")
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker,
+                           match="inequivalent arg 'x-initial-cluster-size'"):
+            declare_stream(connection.channel(), log_settings)
+    finally:
+        _close(connection)
+
+
+def test_every_partition_stream_is_declared(log_settings: Settings) -> None:
+    partitioned = replace(log_settings, partitions=3)
+    ensure_stream(partitioned)
+    connection = open_connection(log_settings, "test")
+    try:
+        for stream in partitioned.streams:  # a passive declaration fails for a missing queue
+            connection.channel().queue_declare(stream, passive=True)
+    finally:
+        _close(connection)
+
+
 # -- publishing ---------------------------------------------------------------------------------
 
 def test_a_publisher_shared_by_32_threads_confirms_every_record(
