@@ -14,7 +14,8 @@ from psycopg import sql
 
 from eventlog.settings import Settings, load_settings
 from projections.schema import migrate
-from tests.processes import Pipeline, running_pipeline
+from tests.mailbox import Mailbox
+from tests.processes import Pipeline, free_port, running_pipeline
 
 PG_ADMIN = os.environ.get("HOOKLINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("HOOKLINE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -94,6 +95,14 @@ def env(database_url: str, stream: str) -> dict[str, str]:
     """The HOOKLINE_* variables a process under test runs with."""
     return {"HOOKLINE_DATABASE_URL": database_url, "HOOKLINE_AMQP_URL": AMQP_URL,
             "HOOKLINE_STREAM": stream}
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """An SMTP server on a free port that keeps every message it is sent."""
+    box = Mailbox(free_port()).start()
+    yield box
+    box.stop()
 
 
 @pytest.fixture

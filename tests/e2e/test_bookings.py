@@ -23,19 +23,11 @@ from tests.processes import (
     Pipeline,
     Process,
     eventually,
-    free_port,
     running_pipeline,
     scalar,
 )
 
 SECRET = "whsec_" + base64.b64encode(b"bookings-test-secret-32-bytes!!!").decode()
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox(free_port()).start()
-    yield box
-    box.stop()
 
 
 @pytest.fixture

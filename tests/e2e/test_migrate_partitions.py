@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from eventlog.topology import declare_stream, log_end_offset, open_connection
 from tests.conftest import AMQP_URL
 from tests.e2e.test_bookings import SECRET, booking, post_booking, post_payment
 from tests.mailbox import Mailbox
-from tests.processes import Pipeline, eventually, free_port, process_env, running_pipeline, scalar
+from tests.processes import Pipeline, eventually, process_env, running_pipeline, scalar
 
 GARBAGE = b"not an envelope"
 Row = dict[str, Any]
@@ -46,13 +45,6 @@ class Stored:
     @property
     def sent(self) -> tuple[bytes, str | None, int | None, str | None]:
         return self.body, self.message_id, self.timestamp, self.content_type
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox(free_port()).start()
-    yield box
-    box.stop()
 
 
 @pytest.fixture

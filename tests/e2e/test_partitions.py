@@ -3,7 +3,6 @@ projected by one leader, and the projections are the same as with one stream."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -12,7 +11,7 @@ import psycopg
 import pytest
 
 from eventlog.partitions import partition_of
-from tests.e2e.test_bookings import booking, post_booking, post_payment
+from tests.e2e.test_bookings import SECRET, booking, post_booking, post_payment
 from tests.processes import (
     Pipeline,
     Process,
@@ -22,7 +21,6 @@ from tests.processes import (
     scalar,
 )
 
-SECRET = "whsec_" + base64.b64encode(b"bookings-test-secret-32-bytes!!!").decode()
 PARTITIONS = 2
 
 

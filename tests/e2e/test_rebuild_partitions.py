@@ -4,7 +4,6 @@ replayed from offset 0 and caught up to its own live checkpoint, then one swap."
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from eventlog.partitions import partition_of
 from tests.e2e.test_bookings import SECRET, booking, post_booking, post_payment
 from tests.e2e.test_payment_providers import stripe_event
-from tests.e2e.test_rebuild import STRIPE, Shop, checksums
+from tests.e2e.test_rebuild import STRIPE, Shop, checksums, rebuild_while_posting
 from tests.mailbox import Mailbox
 from tests.processes import eventually, free_port, running_pipeline, scalar
 
@@ -122,27 +121,8 @@ def test_a_rebuild_of_two_partitions_reproduces_every_row_and_sends_no_email(
 
 def test_a_rebuild_while_both_partitions_keep_growing_swaps_in_at_their_checkpoints(
         shop: Shop) -> None:
-    stop, posted = threading.Event(), list[int]()
-
-    def keep_posting() -> None:
-        while not stop.is_set():
-            number = len(posted)
-            post_payment(shop.pipeline, f"tx-during-{number}", f"BK-D{number % 7}",
-                         "succeeded", amount=f"{number}.50")
-            posted.append(number)
     traffic(shop)
-    poster = threading.Thread(target=keep_posting, daemon=True)
-    poster.start()
-    try:
-        eventually(lambda: len(posted) > 20 or _no(), timeout=30)
-        started = len(posted)
-        done = shop.rebuild()
-        during = len(posted) - started
-    finally:
-        stop.set()
-        poster.join(30)
-    assert "swapped in" in done.stdout
-    assert during > 10  # the projectors kept writing while the rebuild replayed and swapped
+    posted = rebuild_while_posting(shop)
     assert shop.pipeline.processes["projector"].alive
     assert "Traceback" not in shop.pipeline.processes["projector"].output()
     assert {partition_of(f"BK-D{n}", PARTITIONS) for n in range(7)} == {0, 1}
