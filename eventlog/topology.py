@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pika
@@ -79,38 +80,74 @@ def ensure_stream(settings: Settings) -> None:
 
 def log_end_offset(connection: pika.BlockingConnection, stream: str) -> int:
     """Offset of the last record in the stream, -1 when it is empty."""
+    found = log_end_offsets(connection, [stream])[0]
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def log_end_offsets(connection: pika.BlockingConnection,
+                    streams: Sequence[str]) -> list[int | Exception]:
+    """Each stream's last offset (-1 when empty), all peeked at once, so that N streams take one
+    peek's time; for a stream that cannot be read, the broker's refusal instead."""
     # "last" starts at the final chunk; its final message is the end of the log.
-    offsets = _peek(connection, stream, "last", limit=None)
-    return max(offsets, default=-1)
+    return [found if isinstance(found, Exception) else max(found, default=-1)
+            for found in _peek(connection, streams, "last", limit=None)]
 
 
 def log_start_offset(connection: pika.BlockingConnection, stream: str) -> int | None:
     """Offset of the first record retention has kept, None when the stream is empty."""
-    return min(_peek(connection, stream, "first", limit=1), default=None)
+    found = _peek(connection, [stream], "first", limit=1)[0]
+    if isinstance(found, Exception):
+        raise found
+    return min(found, default=None)
 
 
-def _peek(connection: pika.BlockingConnection, stream: str, where: str,
-          limit: int | None) -> list[int]:
-    channel = connection.channel()
-    # A peek never acks, and when it cancels pika would reject what is still arriving, which
-    # streams answer by closing the connection: unacked stream deliveries are simply dropped.
-    channel._impl.basic_reject = _drop
-    channel.basic_qos(prefetch_count=limit or PEEK_PREFETCH)
-    offsets: list[int] = []
+class _Peek:
+    """A short look into one stream from `where`, on a channel of its own."""
 
-    def on_message(_ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
-        offsets.append(int(properties.headers["x-stream-offset"]))
+    def __init__(self, connection: pika.BlockingConnection, stream: str, where: str,
+                 limit: int | None) -> None:
+        self.channel = connection.channel()
+        # A peek never acks, and when it cancels pika would reject what is still arriving, which
+        # streams answer by closing the connection: unacked stream deliveries are simply dropped.
+        self.channel._impl.basic_reject = _drop
+        self.channel.basic_qos(prefetch_count=limit or PEEK_PREFETCH)
+        self.limit = limit
+        self.offsets: list[int] = []
+        self.seen = 0
+        self.channel.basic_consume(stream, self._on_message, arguments={"x-stream-offset": where})
 
-    channel.basic_consume(stream, on_message, arguments={"x-stream-offset": where})
-    # under steady appends the stream never goes quiet: stop after a bounded look
+    def _on_message(self, _ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        self.offsets.append(int(properties.headers["x-stream-offset"]))
+
+    def finished(self) -> bool:
+        """Quiet after deliveries, or the limit reached; an empty stream never finishes."""
+        quiet = bool(self.offsets) and len(self.offsets) == self.seen
+        self.seen = len(self.offsets)
+        return quiet or (self.limit is not None and len(self.offsets) >= self.limit)
+
+    def result(self) -> list[int]:
+        if self.channel.is_open:
+            self.channel.close()
+        return self.offsets[:self.limit] if self.limit is not None else self.offsets
+
+
+def _peek(connection: pika.BlockingConnection, streams: Sequence[str], where: str,
+          limit: int | None) -> list[list[int] | Exception]:
+    peeks: list[_Peek | Exception] = []
+    for stream in streams:
+        try:
+            peeks.append(_Peek(connection, stream, where, limit))
+        except pika.exceptions.ChannelClosedByBroker as exc:  # e.g. no such stream
+            peeks.append(exc)
+    waiting = [peek for peek in peeks if isinstance(peek, _Peek)]
+    # under steady appends a stream never goes quiet: stop after a bounded look
     deadline = time.monotonic() + PEEK_SECONDS
-    while time.monotonic() < deadline:
-        seen = len(offsets)
+    while waiting and time.monotonic() < deadline:
         connection.process_data_events(time_limit=0.05)
-        if (offsets and len(offsets) == seen) or (limit is not None and len(offsets) >= limit):
-            break  # quiet after deliveries; an empty stream waits out the deadline
-    channel.close()
-    return offsets[:limit] if limit is not None else offsets
+        waiting = [peek for peek in waiting if not peek.finished()]
+    return [peek if isinstance(peek, Exception) else peek.result() for peek in peeks]
 
 
 def _reason(exc: BaseException) -> str:

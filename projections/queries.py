@@ -34,7 +34,7 @@ from sqlalchemy import (
 from eventlog.envelope import Envelope
 from eventlog.partitions import consumer_name
 from eventlog.settings import Settings
-from eventlog.topology import BrokerUnreachable, log_end_offset, open_connection
+from eventlog.topology import BrokerUnreachable, log_end_offsets, open_connection
 from ingest.sources.base import Interpreter
 from projections.bookings import Template
 from projections.currencies import EXPONENTS
@@ -326,28 +326,23 @@ class LogEnds:
 
 
 def read_log_ends(settings: Settings) -> LogEnds:
-    """Each stream's end, read one after another over one connection (a peek takes at most
-    PEEK_SECONDS, so N streams at most N times that)."""
+    """Each stream's end, all peeked at once over one connection (at most PEEK_SECONDS)."""
     try:
         connection = open_connection(settings, "status")
     except BrokerUnreachable as exc:
         return LogEnds(settings.stream, tuple(LogEnd(s, None, str(exc))
                                               for s in settings.streams))
     try:
-        return LogEnds(settings.stream, tuple(_read_end(connection, s)
-                                              for s in settings.streams))
+        found = log_end_offsets(connection, settings.streams)
+    except pika.exceptions.AMQPError as exc:
+        found = [exc] * len(settings.streams)
     finally:
         if connection.is_open:
             connection.close()
-
-
-def _read_end(connection: pika.BlockingConnection, stream: str) -> LogEnd:
-    if not connection.is_open:
-        return LogEnd(stream, None, "the connection to RabbitMQ was closed")
-    try:
-        return LogEnd(stream, log_end_offset(connection, stream))
-    except pika.exceptions.AMQPError as exc:  # e.g. no such stream: this one only
-        return LogEnd(stream, None, f"cannot read the stream: {exc!r}"[:300])
+    return LogEnds(settings.stream, tuple(
+        LogEnd(stream, None, f"cannot read the stream: {end!r}"[:300])
+        if isinstance(end, Exception) else LogEnd(stream, end)
+        for stream, end in zip(settings.streams, found, strict=True)))
 
 
 def status(conn: Connection, log: LogEnds) -> Row:

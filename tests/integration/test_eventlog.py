@@ -18,7 +18,13 @@ from eventlog.envelope import utcnow
 from eventlog.publisher import Publisher
 from eventlog.reader import Batch, OffsetGap, StreamReader
 from eventlog.settings import Settings
-from eventlog.topology import declare_stream, ensure_stream, log_end_offset, open_connection
+from eventlog.topology import (
+    declare_stream,
+    ensure_stream,
+    log_end_offset,
+    log_end_offsets,
+    open_connection,
+)
 from tests.conftest import AMQP_URL
 from tests.processes import NotYet, eventually
 
@@ -140,6 +146,28 @@ def test_every_partition_stream_is_declared(log_settings: Settings) -> None:
     try:
         for stream in partitioned.streams:  # a passive declaration fails for a missing queue
             connection.channel().queue_declare(stream, passive=True)
+    finally:
+        _close(connection)
+
+
+def test_the_ends_of_several_streams_are_read_together_each_its_own(
+        log_settings: Settings) -> None:
+    partitioned = replace(log_settings, partitions=3)
+    ensure_stream(partitioned)
+    connection = open_connection(log_settings, "test")
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for n in range(3):
+            channel.basic_publish("", partitioned.streams[0], b"{}",
+                                  pika.BasicProperties(message_id=f"zero-{n}"))
+        channel.basic_publish("", partitioned.streams[2], b"{}",
+                              pika.BasicProperties(message_id="two"))
+        streams = [*partitioned.streams, f"{log_settings.stream}.missing"]
+        *ends, missing = log_end_offsets(connection, streams)
+        assert ends == [2, -1, 0]
+        assert isinstance(missing, pika.exceptions.ChannelClosedByBroker)
+        assert log_end_offset(connection, partitioned.streams[0]) == 2  # still usable
     finally:
         _close(connection)
 
