@@ -36,9 +36,8 @@ projected and every email that met the fault sent. While RabbitMQ is stopped or 
 reaches the log, so the projector has nothing to catch up on; the deliveries answered 503 are
 the senders' to retry, and are counted in the table.
 
-Durations shortened to keep the suite within about three minutes: PostgreSQL is unreachable
-for 10 s (not 30 s), and the SMTP server refuses for 10 s (not 20 s). RabbitMQ is stopped for
-10 s, twice; the projector is killed 10 times.
+Durations: RabbitMQ is stopped for 10 s, twice; PostgreSQL is unreachable for 30 s; the SMTP
+server refuses for 20 s; the projector is killed 10 times.
 
 The figures below are the last ones each scenario produced, written by the test run itself
 (`tests/chaos/conftest.py`) with:
