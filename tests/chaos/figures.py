@@ -31,6 +31,10 @@ provider would. Each scenario then checks that:
 - every email was sent, and at most once: the SMTP sink never receives a Message-ID twice and
   the outbox never holds an (event, template) twice.
 
+*Records in the log* also count the scheduler's deadline records (bookings left unpaid expire,
+more of them the longer a scenario runs), and records whose 503 or lost answer came after the
+broker had them; each is *projected* once or absorbed as a *duplicate*.
+
 *Recovery* is the time from the fault's end until the lag is zero: every record in the log
 projected and every email that met the fault sent. While RabbitMQ is stopped or blocked nothing
 reaches the log, so the projector has nothing to catch up on; the deliveries answered 503 are
