@@ -89,6 +89,7 @@ class Pipeline:
     env: dict[str, str]
     workdir: Path
     ingest_url: str = ""
+    ingest_workers: int = 0
     api_url: str = ""
     processes: dict[str, Process] = field(default_factory=dict)
     http: requests.Session = field(default_factory=requests.Session)
@@ -102,6 +103,7 @@ class Pipeline:
     def start_ingest(self, workers: int = 2, threads: int = 16, wait: bool = True) -> Process:
         port = free_port()
         self.ingest_url = f"http://127.0.0.1:{port}"
+        self.ingest_workers = workers
         process = self.start("ingest", "ingest", "--bind", f"127.0.0.1:{port}",
                              "--workers", str(workers), "--threads", str(threads))
         if wait:
@@ -109,7 +111,12 @@ class Pipeline:
         return process
 
     def wait_ingest(self) -> None:
+        """Ready, and every worker forked: gunicorn forks them one after the other, and the
+        first answers before the last exists."""
         eventually(lambda: _ok(self.http.get(f"{self.ingest_url}/readyz", timeout=2)), 30)
+        master = self.processes["ingest"].popen
+        assert master is not None
+        eventually(lambda: _forked(master.pid, self.ingest_workers), 30)
 
     def start_projector(self) -> Process:
         return self.start("projector", "project")
@@ -154,6 +161,12 @@ class Pipeline:
 
     def outputs(self) -> str:
         return "\n".join(f"--- {name}\n{p.output()[-4000:]}" for name, p in self.processes.items())
+
+
+def _forked(master: int, count: int) -> None:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    if len(children) < count:
+        raise NotYet(f"{len(children)} of {count} workers forked")
 
 
 def _ok(response: requests.Response) -> None:
