@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 MAX_PARTITIONS = 64
+PROJECTOR = "projector"  # the projector's checkpoint and leader lock (`projector.K` per partition)
 
 
 def partition_of(subject: str, partitions: int) -> int:
@@ -22,6 +23,14 @@ def partition_of(subject: str, partitions: int) -> int:
 
 def stream_name(base: str, partition: int, partitions: int) -> str:
     return base if partitions == 1 else f"{base}.{partition}"
+
+
+def not_a_partition(partition: int, partitions: int) -> str | None:
+    """Why `partition` names no partition of a log of `partitions`, or None when it does."""
+    if 0 <= partition < partitions:
+        return None
+    return (f"--partition {partition} is not a partition: HOOKLINE_PARTITIONS is {partitions}, "
+            f"so K runs from 0 to {partitions - 1}")
 
 
 def consumer_name(base: str, partition: int, partitions: int) -> str:

@@ -105,21 +105,20 @@ def ingest_command(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def project(settings: Settings, args: argparse.Namespace) -> None:
+    from eventlog.partitions import not_a_partition
     from eventlog.topology import ensure_stream
     from processors.lifecycle import Stopper
     from processors.projector import project
     from projections.schema import check_reachable
 
-    partitions = args.partition or list(range(settings.partitions))
-    outside = sorted(set(partitions) - set(range(settings.partitions)))
-    if outside:
-        raise SettingsError(f"--partition {outside[0]} is not a partition: HOOKLINE_PARTITIONS "
-                            f"is {settings.partitions}, so K runs from 0 to "
-                            f"{settings.partitions - 1}")
+    partitions = sorted(set(args.partition or range(settings.partitions)))
+    for k in partitions:
+        if refusal := not_a_partition(k, settings.partitions):
+            raise SettingsError(refusal)
     check_reachable(settings)
     ensure_stream(settings)
     _serve_metrics("HOOKLINE_PROJECTOR_METRICS_BIND", settings.projector_metrics_bind)
-    project(settings, Stopper().install(), sorted(set(partitions)))
+    project(settings, Stopper().install(), partitions)
 
 
 def migrate_partitions_command(settings: Settings, args: argparse.Namespace) -> None:

@@ -182,15 +182,14 @@ def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def events_tail_command(settings: Settings, args: argparse.Namespace) -> None:
+    from eventlog.partitions import not_a_partition
     from processors.lifecycle import Stopper
     from projections import queries
 
-    count = settings.partitions
-    if args.partition is not None and not 0 <= args.partition < count:
-        sys.exit(f"hookline: --partition {args.partition} is not a partition: "
-                 f"HOOKLINE_PARTITIONS is {count}, so K runs from 0 to {count - 1}")
     if args.partition is None:
-        chosen, read = list(range(count)), settings
+        chosen, read = list(range(settings.partitions)), settings
+    elif refusal := not_a_partition(args.partition, settings.partitions):
+        sys.exit(f"hookline: {refusal}")
     else:
         chosen, read = [args.partition], settings.partition(args.partition)
     tails = []

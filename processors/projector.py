@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from eventlog.partitions import consumer_name
+from eventlog.partitions import PROJECTOR, consumer_name
 from eventlog.reader import Batch, StreamReader
 from eventlog.settings import Settings
 from eventlog.topology import log_end_offset, log_start_offset, open_connection
@@ -22,7 +22,6 @@ from processors.lifecycle import Stopper
 from projections.store import CheckpointMoved, Partition, load_checkpoint, project_batch
 
 log = logging.getLogger(__name__)
-CONSUMER = "projector"
 # measured on RabbitMQ's segment files: AMQP properties and chunk headers, per record
 RECORD_OVERHEAD_BYTES = 190
 
@@ -33,7 +32,7 @@ class Projector:
     def __init__(self, settings: Settings, stopper: Stopper, partition: int = 0) -> None:
         self.settings = settings.partition(partition)  # `stream` is this partition's
         self.stopper = stopper
-        self.consumer = consumer_name(CONSUMER, partition, settings.partitions)
+        self.consumer = consumer_name(PROJECTOR, partition, settings.partitions)
         self.partition = Partition(partition, shared=settings.partitions > 1)
         self.interpreters = interpreters()
         self.db = Database(settings.psycopg_url, stopper, prepare_threshold=0)

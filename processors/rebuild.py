@@ -46,12 +46,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from eventlog.partitions import consumer_name
+from eventlog.partitions import PROJECTOR, consumer_name
 from eventlog.reader import Record, StreamReader
 from eventlog.settings import Settings
 from ingest.sources import interpreters
 from processors.lifecycle import Stopper
-from processors.projector import CONSUMER as PROJECTOR
 from projections.locks import lock_key
 from projections.schema import alembic_config
 from projections.store import Partition, project_batch

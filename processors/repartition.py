@@ -36,14 +36,20 @@ import psycopg
 from psycopg import sql
 
 from eventlog.envelope import decode
-from eventlog.partitions import MAX_PARTITIONS, consumer_name, partition_of
+from eventlog.partitions import MAX_PARTITIONS, PROJECTOR, consumer_name, partition_of
 from eventlog.reader import StreamReader
 from eventlog.settings import Settings
-from eventlog.topology import declare_stream, log_end_offset, log_start_offset, open_connection
+from eventlog.topology import (
+    declare_stream,
+    log_end_offset,
+    log_end_offsets,
+    log_start_offset,
+    open_connection,
+)
 from processors.lifecycle import Stopper
-from processors.projector import CONSUMER as PROJECTOR
 from projections.locks import lock_key
 from projections.schema import check_reachable
+from projections.store import load_checkpoint
 
 log = logging.getLogger(__name__)
 NAME = "migrate-partitions"
@@ -91,10 +97,7 @@ def migrate_partitions(settings: Settings, partitions: int, stopper: Stopper,
         with _broker(settings) as connection:  # a connection per step: none idles for long
             _copy(old, connection, targets, start, end, stopper)
         _read_back(new, targets, stopper)
-        if _end_of(settings, old.stream) != end:
-            raise Stopped(f"{old.stream} grew past offset {end} during the copy, so ingest or "
-                          "the scheduler still runs: stop them, let the projector reach the end "
-                          "again, then run this with --restart")
+        _check_nothing_else_appended(settings, old.stream, end, targets)
         _hand_over(control, targets, end)
     for target in targets:
         log.info("%s holds %d records, up to offset %d", target.stream, len(target.new_offsets),
@@ -122,9 +125,14 @@ def _broker(settings: Settings) -> Iterator[pika.BlockingConnection]:
             connection.close()
 
 
-def _end_of(settings: Settings, stream: str) -> int:
-    with _broker(settings) as connection:
-        return log_end_offset(connection, stream)
+def _ends(connection: pika.BlockingConnection, streams: Sequence[str]) -> list[int]:
+    """Each stream's last offset, peeked at all at once."""
+    ends: list[int] = []
+    for end in log_end_offsets(connection, streams):
+        if isinstance(end, Exception):
+            raise end
+        ends.append(end)
+    return ends
 
 
 def _hold_leader_locks(control: psycopg.Connection[Any], names: Sequence[str]) -> None:
@@ -143,9 +151,7 @@ def _check_ready(control: psycopg.Connection[Any], connection: pika.BlockingConn
         raise Refused(f"there is no stream {old.stream!r} (HOOKLINE_STREAM) to move")
     _check_not_moved(control)
     end = log_end_offset(connection, old.stream)
-    row = control.execute("SELECT last_offset FROM consumer_offsets WHERE consumer = %s",
-                          (PROJECTOR,)).fetchone()
-    checkpoint = -1 if row is None else int(row[0])
+    checkpoint = load_checkpoint(control, PROJECTOR)
     if checkpoint != end:
         raise Refused(f"the projector's checkpoint is at offset {checkpoint} but {old.stream} "
                       f"ends at offset {end}: with ingest and the scheduler stopped, let the "
@@ -197,8 +203,7 @@ def _prepare_targets(connection: pika.BlockingConnection, new: Settings, restart
     except pika.exceptions.ChannelClosedByBroker as exc:
         raise Refused(f"RabbitMQ refused to declare the partition streams: {exc.reply_text}"
                       ) from None
-    for stream in new.streams:
-        last = log_end_offset(connection, stream)
+    for stream, last in zip(new.streams, _ends(connection, new.streams), strict=True):
         if last >= 0:
             raise Refused(f"the partition stream {stream} already holds records (up to offset "
                           f"{last}): if a migration stopped midway and nothing else wrote "
@@ -314,16 +319,28 @@ def _as_appended(properties: pika.BasicProperties) -> pika.BasicProperties:
 
 
 def _read_back(new: Settings, targets: list[Target], stopper: Stopper) -> None:
-    """Each partition stream must hold exactly the records copied into it; note their offsets."""
+    """Each partition stream must hold the records copied into it; note their offsets."""
     for k, target in enumerate(targets):
         if target.old_offsets:
             _read_partition(new.partition(k), target, stopper)
+
+
+def _check_nothing_else_appended(settings: Settings, old: str, end: int,
+                                 targets: Sequence[Target]) -> None:
+    """Each partition ends at the last record copied into it, and the old stream where the copy
+    ended: nothing else appended to either meanwhile."""
+    with _broker(settings) as connection:
+        old_end, *ends = _ends(connection, [old, *(target.stream for target in targets)])
+    for target, last in zip(targets, ends, strict=True):
         copied = target.new_offsets[-1] if target.new_offsets else -1
-        last = _end_of(new, target.stream)
         if last != copied:
             raise Stopped(f"{target.stream} ends at offset {last}, not at the last record "
                           f"copied into it ({copied}), so something else appends to it: stop "
                           "it, then run this again with --restart")
+    if old_end != end:
+        raise Stopped(f"{old} grew past offset {end} during the copy, so ingest or the "
+                      "scheduler still runs: stop them, let the projector reach the end again, "
+                      "then run this with --restart")
 
 
 def _read_partition(settings: Settings, target: Target, stopper: Stopper) -> None:

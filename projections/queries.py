@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, cast, get_args
 
-import pika
 import pika.exceptions
 from sqlalchemy import (
     Column,
@@ -32,7 +31,7 @@ from sqlalchemy import (
 )
 
 from eventlog.envelope import Envelope
-from eventlog.partitions import consumer_name
+from eventlog.partitions import PROJECTOR, consumer_name
 from eventlog.settings import Settings
 from eventlog.topology import BrokerUnreachable, log_end_offsets, open_connection
 from ingest.sources.base import Interpreter
@@ -55,7 +54,6 @@ OUTCOMES = ("applied", "duplicate", "ignored", "rejected")
 OUTBOX_STATUSES = ("pending", "sent", "failed", "dead")
 TEMPLATES: tuple[str, ...] = get_args(Template)
 RETRYABLE = ("dead", "failed")
-PROJECTOR = "projector"  # the projector's checkpoint (processors.projector.CONSUMER)
 TRAIL_LIMIT = 500  # the most recent records of a trail; the rest are in GET /v1/events
 
 # constant predicates, so that the partial indexes of migration 0004 match them
