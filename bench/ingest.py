@@ -57,7 +57,7 @@ def serve(kind: str, env: dict[str, str], port: int, workers: int, threads: int
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "bench.ceiling:create_app()", "-b",
              f"127.0.0.1:{port}", "-w", str(workers), "--threads", str(threads),
-             "-k", "gthread", "--keep-alive", "5", "--log-level", "warning"],
+             "-k", "gthread", "--keep-alive", "5", "--reuse-port", "--log-level", "warning"],
             cwd=ROOT, env=env, start_new_session=True)
     else:
         process = hookline("ingest", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
