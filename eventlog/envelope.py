@@ -12,6 +12,8 @@ import orjson
 
 # encode() writes the payload last; header values are JSON strings, in which this cannot occur.
 _PAYLOAD_KEY = b',"payload":'
+# one decoder for every record: json.loads(parse_float=…) builds a new one on each call
+_EXACT_JSON = json.JSONDecoder(parse_float=Decimal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,7 @@ class Envelope:
 
     def exact_payload(self) -> Any:
         """The payload with every non-integer number as an exact Decimal, never a float."""
-        return json.loads(self.raw_payload, parse_float=Decimal)
+        return _EXACT_JSON.decode(self.raw_payload.decode())  # UTF-8: the ingress checked
 
     def encode(self) -> bytes:
         return encode(self.id, self.source, self.type, self.subject, self.received_at,
