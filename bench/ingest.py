@@ -18,7 +18,18 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import ROOT, children, env_for, hookline, record, rss_mb, scratch, wait_http
+from bench.common import (
+    ROOT,
+    children,
+    cpu_seconds,
+    env_for,
+    hookline,
+    listener,
+    record,
+    rss_mb,
+    scratch,
+    wait_http,
+)
 from ingest.signatures import sign_standard_webhooks
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -81,7 +92,7 @@ def measure(kind: str, env: dict[str, str], args: argparse.Namespace, port: int,
     try:
         url = f"http://127.0.0.1:{port}"
         wrk(url, 32, 3, signed)  # warm-up: connections, imports, JIT-free caches
-        rows = [(kind, c, wrk(url, c, args.duration, signed)) for c in (32, 4)]
+        rows = [(kind, c, costed(process.pid, url, c, args.duration, signed)) for c in (32, 4)]
         rss = max((rss_mb(pid) for pid in children(process.pid)), default=0.0)
         for _, _, result in rows:
             result["worker_rss_mb"] = rss
@@ -90,16 +101,32 @@ def measure(kind: str, env: dict[str, str], args: argparse.Namespace, port: int,
         stop(process)
 
 
+def costed(master: int, url: str, connections: int, duration: int, signed: Path | None
+           ) -> dict[str, float]:
+    """wrk's figures, with the CPU the workers and the broker spent per request meanwhile."""
+    workers, broker = children(master), listener(5672)
+    pids = [*workers, *([broker] if broker else [])]
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    result = wrk(url, connections, duration, signed)
+    spent = {pid: cpu_seconds(pid) - before[pid] for pid in pids}
+    per_request = 1e6 / max(result["requests"], 1)
+    result["worker_cpu_us"] = sum(spent[pid] for pid in workers) * per_request
+    result["broker_cpu_us"] = spent[broker] * per_request if broker else float("nan")
+    return result
+
+
 def table(rows: list[tuple[str, int, dict[str, float]]], ceiling: dict[int, float]) -> str:
     lines = ["| server | connections | requests/s | p50 ms | p90 ms | p99 ms | max ms | non-2xx "
-             "| socket errors | vs ceiling | worker RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| socket errors | vs ceiling | worker CPU µs/request | broker CPU µs/request "
+             "| worker RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind, connections, r in rows:
         ratio = r["rps"] / ceiling[connections]
         lines.append(
             f"| {kind} | {connections} | {r['rps']:,.0f} | {r['p50'] / 1000:.1f} | "
             f"{r['p90'] / 1000:.1f} | {r['p99'] / 1000:.1f} | {r['max'] / 1000:.1f} | "
-            f"{r['non2xx']} | {r['socket_errors']} | {ratio:.0%} | {r['worker_rss_mb']:.0f} |")
+            f"{r['non2xx']} | {r['socket_errors']} | {ratio:.0%} | {r['worker_cpu_us']:,.0f} | "
+            f"{r['broker_cpu_us']:,.0f} | {r['worker_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -123,7 +150,9 @@ def main() -> None:
            f"--threads {args.threads}",
            table(rows, ceiling),
            "wrk -t2 on loopback, unique ids; the ceiling is a bare Flask app under the same "
-           "gunicorn configuration that parses the JSON and answers 202.")
+           "gunicorn configuration that parses the JSON and answers 202. CPU per request: the "
+           "user + system time the workers (and the RabbitMQ node) spent during the run, over "
+           "the requests answered; on two shared cores it is the steadier figure of the two.")
 
 
 if __name__ == "__main__":
