@@ -97,11 +97,13 @@ def migrate(settings: Settings, _args: argparse.Namespace) -> None:
 def ingest_command(settings: Settings, args: argparse.Namespace) -> None:
     _fresh_multiprocess_dir()
     from eventlog.topology import ensure_stream
-    from processors.servers import IngestServer
+    from processors.servers import IngestServer, check_address
 
+    bind = args.bind or settings.ingest_bind
+    check_address(bind)
     _check_sources(settings)
     ensure_stream(settings)
-    IngestServer(settings, args.bind or settings.ingest_bind, args.workers, args.threads).run()
+    IngestServer(settings, bind, args.workers, args.threads).run()
 
 
 def project(settings: Settings, args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
-from eventlog.settings import Settings
+from eventlog.settings import Settings, SettingsError
 
 # Longest a client may leave a request half sent (headers or body) between two reads.
 CLIENT_READ_TIMEOUT_SECONDS = 5
@@ -115,6 +115,22 @@ class ApiServer(_Server):
 
         engine = create_engine(self.settings.database_url, pool_pre_ping=True, pool_size=8)
         return create_api(self.settings, engine)
+
+
+def check_address(bind: str) -> None:
+    """SettingsError when another program listens on `bind`. Each worker binds a socket of its
+    own (SO_REUSEPORT), and one that cannot bind would only be restarted over and over; so the
+    address is tried once, here, before any worker starts, as with one shared socket."""
+    host, _, port = bind.rpartition(":")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            for option in (socket.SO_REUSEADDR, socket.SO_REUSEPORT):  # as the workers bind
+                probe.setsockopt(socket.SOL_SOCKET, option, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise SettingsError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
 
 
 def _mark_worker_dead(_arbiter: Arbiter, worker: Any) -> None:

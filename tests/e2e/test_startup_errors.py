@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,16 @@ def test_an_invalid_setting_names_the_variable_and_what_is_wrong(
 def test_every_command_refuses_an_invalid_setting(command: str) -> None:
     line = fails_in_one_sentence(command, {"HOOKLINE_MAX_BODY_BYTES": "abc"})
     assert "HOOKLINE_MAX_BODY_BYTES" in line
+
+
+def test_ingest_on_an_address_another_program_listens_on_stops_at_once_saying_so() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        line = fails_in_one_sentence("ingest", {"HOOKLINE_INGEST_BIND": bind})
+    assert line.startswith(f"hookline: invalid setting: cannot listen on {bind}: "), line
+    assert "in use" in line
 
 
 def test_a_file_variant_naming_a_missing_file_says_so(tmp_path: Path) -> None:
