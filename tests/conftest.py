@@ -14,6 +14,14 @@ from psycopg import sql
 
 from eventlog.settings import Settings, load_settings
 from projections.schema import migrate
+from tests.faults.fixtures import (  # noqa: F401  (fixtures, registered here to be shared)
+    broker,
+    cluster,
+    private_broker,
+    private_database,
+    private_postgres,
+    private_stream,
+)
 from tests.mailbox import Mailbox
 from tests.processes import Pipeline, free_port, running_pipeline
 

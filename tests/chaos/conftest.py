@@ -12,15 +12,9 @@ from eventlog.settings import load_settings
 from tests.chaos import figures
 from tests.chaos.harness import BOUND, Chaos, Mix, Senders
 from tests.chaos.webhooks import Secrets
-from tests.faults import conftest as faults
 from tests.faults.support import PrivateBroker
 from tests.mailbox import Mailbox
 from tests.processes import running_pipeline
-
-# the private instances these scenarios break, shared with the fault tests
-private_broker, private_postgres = faults.private_broker, faults.private_postgres
-broker, cluster = faults.broker, faults.cluster
-private_database, private_stream = faults.private_database, faults.private_stream
 
 
 @pytest.fixture

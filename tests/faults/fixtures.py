@@ -1,4 +1,7 @@
-"""Private RabbitMQ and PostgreSQL for the tests that stop them; the machine's stay untouched."""
+"""Private RabbitMQ and PostgreSQL for the tests that stop them; the machine's stay untouched.
+
+Registered once, in tests/conftest.py, so the fault and the chaos tests share one broker and one
+cluster per run (a fixture defined in two conftests is two fixtures, each started on its own)."""
 
 from __future__ import annotations
 
