@@ -15,10 +15,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
 from bench.common import (
+    AMQP_URL,
     ROOT,
     children,
     cpu_seconds,
@@ -34,6 +36,7 @@ from ingest.signatures import sign_standard_webhooks
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LUA = ROOT / "bench" / "ingest.lua"
+BROKER_PORT = urlsplit(AMQP_URL).port or 5672
 
 
 def wrk(url: str, connections: int, duration: int, signed_file: Path | None) -> dict[str, float]:
@@ -104,7 +107,7 @@ def measure(kind: str, env: dict[str, str], args: argparse.Namespace, port: int,
 def costed(master: int, url: str, connections: int, duration: int, signed: Path | None
            ) -> dict[str, float]:
     """wrk's figures, with the CPU the workers and the broker spent per request meanwhile."""
-    workers, broker = children(master), listener(5672)
+    workers, broker = children(master), listener(BROKER_PORT)
     pids = [*workers, *([broker] if broker else [])]
     before = {pid: cpu_seconds(pid) for pid in pids}
     result = wrk(url, connections, duration, signed)

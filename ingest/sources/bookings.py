@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from eventlog.envelope import Envelope
+from eventlog.envelope import Envelope, exact_json
 from eventlog.settings import Settings
 from ingest.signatures import StandardWebhooksVerifier
 from ingest.sources.base import (
@@ -96,7 +94,7 @@ def load(body: bytes) -> tuple[str, dict[str, Any]]:
     """The type and the validated booking; PayloadInvalid with field errors otherwise."""
     parse_json(body)
     try:
-        payload = require_object(json.loads(body, parse_float=Decimal))
+        payload = require_object(exact_json(body))
     except RecursionError:
         raise PayloadInvalid("the body is nested too deeply") from None
     try:

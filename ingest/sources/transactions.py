@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from decimal import Decimal, InvalidOperation
@@ -10,7 +9,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from eventlog.envelope import Envelope
+from eventlog.envelope import Envelope, exact_json
 from eventlog.settings import Settings, SettingsError
 from ingest.signatures import StandardWebhooksVerifier
 from ingest.sources.base import (
@@ -137,7 +136,7 @@ def load(body: bytes) -> dict[str, Any]:
     payload = require_object(parse_json(body))
     if isinstance(payload.get("amount"), float):  # re-read the literal exactly
         try:
-            payload["amount"] = json.loads(body, parse_float=Decimal)["amount"]
+            payload["amount"] = exact_json(body)["amount"]
         except RecursionError:
             raise PayloadInvalid("the body is nested too deeply") from None
     try:
