@@ -34,5 +34,6 @@ def not_a_partition(partition: int, partitions: int) -> str | None:
 
 
 def consumer_name(base: str, partition: int, partitions: int) -> str:
-    """The checkpoint and leader lock of one partition's consumer: `projector`, `projector.K`."""
-    return base if partitions == 1 else f"{base}.{partition}"
+    """The checkpoint and leader lock of one partition's consumer: `projector`, `projector.K`,
+    named by the same rule as the partition's stream."""
+    return stream_name(base, partition, partitions)
