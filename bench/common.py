@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import signal
@@ -134,6 +135,15 @@ def listener(port: int) -> int | None:
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def reading_process(projector: int) -> int | None:
+    """The pid of a projector's child that reads the log (not multiprocessing's tracker)."""
+    for pid in children(projector):
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return None
 
 
 def machine() -> str:

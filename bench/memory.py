@@ -20,6 +20,7 @@ from bench.common import (
     exit_on_sigterm,
     free_port,
     hookline,
+    reading_process,
     record,
     rss_mb,
     scratch,
@@ -61,9 +62,11 @@ class Series:
                 f"≤ {target:.0f} MB: {within} |")
 
 
-def projector_run(settings: Settings, last: int, interval: float) -> tuple[Series, float]:
-    """Project offsets 0..last, sampling RSS; returns the series and records/s."""
-    series = Series("projector")
+def projector_run(settings: Settings, last: int, interval: float
+                  ) -> tuple[list[Series], float]:
+    """Project offsets 0..last, sampling the RSS of the projector and of its reading process;
+    returns both series and records/s."""
+    series, reading = Series("projector"), Series("projector's reading process")
     process = hookline("project", env=env_for(
         settings, HOOKLINE_PROJECTOR_METRICS_BIND=f"127.0.0.1:{free_port()}"))
     started = time.perf_counter()
@@ -73,8 +76,12 @@ def projector_run(settings: Settings, last: int, interval: float) -> tuple[Serie
             while True:
                 row = conn.execute(CHECKPOINT).fetchone()
                 checkpoint = row[0] if row else -1
-                if checkpoint >= 0:  # projecting: imports and connections are behind it
-                    series.samples.append((time.perf_counter() - started, rss_mb(process.pid)))
+                child = reading_process(process.pid)
+                if checkpoint >= 0 and child:  # projecting: imports, connections are behind it
+                    at = time.perf_counter() - started
+                    series.samples.append((at, rss_mb(process.pid)))
+                    reading.samples.append((at, rss_mb(child)))
+                    reading.peak = max(reading.peak, rss_mb(child, "VmHWM"))
                 if checkpoint >= last:
                     break
                 if process.poll() is not None:
@@ -85,7 +92,7 @@ def projector_run(settings: Settings, last: int, interval: float) -> tuple[Serie
         series.peak = rss_mb(process.pid, "VmHWM")
     finally:
         stop(process)
-    return series, (last + 1) / (time.perf_counter() - started)
+    return [series, reading], (last + 1) / (time.perf_counter() - started)
 
 
 class WorkerSampler(threading.Thread):
@@ -153,7 +160,7 @@ def main() -> None:
         projector, rate = projector_run(settings, last, args.interval)
         workers, sent, failed, seconds = ingest_run(settings, args.requests, args.interval,
                                                     args.workers, args.threads)
-    rows = [projector.row(f"{last + 1:,} records from offset 0 ({rate:,.0f}/s)", 250)]
+    rows = [p.row(f"{last + 1:,} records from offset 0 ({rate:,.0f}/s)", 250) for p in projector]
     rows += [w.row(f"{sent:,} requests in {seconds:.0f} s ({failed} not 2xx)", 150)
              for w in workers]
     record("Memory over a long run",

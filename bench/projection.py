@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import pika
 import psycopg
 
-from bench.common import env_for, free_port, hookline, record, rss_mb, scratch, stop
+from bench.common import (
+    env_for,
+    free_port,
+    hookline,
+    reading_process,
+    record,
+    rss_mb,
+    scratch,
+    stop,
+)
 from bench.records import mixed
 from eventlog.envelope import decode
 from eventlog.partitions import consumer_name, partition_of
@@ -28,7 +37,7 @@ class Run:
     partitions: int
     total_rate: float  # records/s from the processes' start
     steady_rate: float  # records/s from the first commit
-    peak_mb: float  # the largest peak RSS of one projector process
+    peak_mb: float  # the largest peak RSS of one projector process or its reading process
     outcomes: dict[str, int]
 
 
@@ -92,7 +101,8 @@ def projectors(settings: Settings, ends: list[int], batch: int) -> tuple[float, 
                 raise RuntimeError("a projector exited")
             time.sleep(0.05)
     finished = time.perf_counter()
-    peak = max(rss_mb(process.pid, "VmHWM") for process in processes)
+    peak = max(rss_mb(pid, "VmHWM") for process in processes
+               for pid in (process.pid, reading_process(process.pid)) if pid)
     for process in processes:
         stop(process)
     assert first is not None

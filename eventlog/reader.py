@@ -61,7 +61,12 @@ class StreamReader:
     def batches(self) -> Iterator[Batch]:
         while not self._should_stop():
             if self._channel is None:
-                self._connect()
+                try:
+                    self._connect()
+                except pika.exceptions.AMQPError:
+                    if self._should_stop():  # told to stop while the broker was away
+                        return
+                    raise
             try:
                 batch = self._next_batch()
             except pika.exceptions.AMQPError as exc:
@@ -94,6 +99,7 @@ class StreamReader:
         retrying = Retrying(
             retry=retry_if_exception_type(pika.exceptions.AMQPError),
             wait=wait_random_exponential(multiplier=0.2, max=10),
+            stop=lambda _state: self._should_stop(),
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,
         )

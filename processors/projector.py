@@ -1,4 +1,5 @@
-"""The projector: read the log in batches, project each in one transaction, then ack."""
+"""The projector: batches read from the log by a child process, each projected in one
+transaction with its checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 import psycopg
 
 from eventlog.partitions import PROJECTOR, consumer_name
-from eventlog.reader import Batch, StreamReader
+from eventlog.reader import Batch
 from eventlog.settings import Settings
 from eventlog.topology import log_end_offset, log_start_offset, open_connection
 from ingest.sources import interpreters
@@ -19,6 +20,7 @@ from processors import metrics
 from processors.database import Database
 from processors.leadership import Leadership
 from processors.lifecycle import Stopper
+from processors.reader_process import ReaderProcess
 from projections.store import CheckpointMoved, Partition, load_checkpoint, project_batch
 
 log = logging.getLogger(__name__)
@@ -60,12 +62,11 @@ class Projector:
         metrics.CONSUMER_OFFSET.labels(self.consumer).set(self.checkpoint)
         log.info("%s starting after offset %d of %s", self.consumer, self.checkpoint,
                  self.settings.stream)
-        reader = StreamReader(self.settings, self.checkpoint + 1, self.settings.projector_batch,
-                              self.consumer, self._should_stop)
+        reader = ReaderProcess(self.settings, self.checkpoint + 1, self.settings.projector_batch,
+                               self.consumer, self._should_stop)
         try:
             for batch in reader.batches():
                 self._project(batch)
-                reader.ack(batch)
         except psycopg.OperationalError:
             if not self.stopper.is_set():
                 raise

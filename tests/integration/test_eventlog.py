@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -25,6 +28,7 @@ from eventlog.topology import (
     log_end_offsets,
     open_connection,
 )
+from processors.reader_process import ReaderProcess
 from tests.conftest import AMQP_URL
 from tests.processes import NotYet, eventually
 
@@ -288,6 +292,83 @@ def test_a_reader_starting_on_an_offset_without_a_record_reports_no_gap(
     assert holes, "every offset holds a record: nothing to show"
     got, _ = read_batches(truncated, start=holes[0], want=1, batch_size=10)
     assert offsets(got)[0] == holes[0] + 1
+
+
+# -- reading in a process of its own (the projector's) -------------------------------------------
+
+def read_in_process(settings: Settings, start: int, want: int, batch_size: int,
+                    timeout: float = 20) -> tuple[list[Batch], ReaderProcess]:
+    """Batches handed over by a ReaderProcess until `want` records came; closed after."""
+    deadline = time.monotonic() + timeout
+    got: list[Batch] = []
+    reader = ReaderProcess(settings, start, batch_size, "test",
+                           lambda: sum(len(b.records) for b in got) >= want
+                           or time.monotonic() > deadline)
+    try:
+        got.extend(reader.batches())
+    finally:
+        reader.close()
+    return got, reader
+
+
+def test_the_reading_process_hands_over_every_record_from_its_start_in_order(
+        log_settings: Settings, publisher: Publisher) -> None:
+    ids = publish_all(publisher, 60)
+    got, reader = read_in_process(log_settings, start=17, want=60 - 17, batch_size=10)
+    assert offsets(got) == list(range(17, 60))
+    assert all(len(batch.records) <= 10 for batch in got)
+    assert [record.body.decode() for batch in got for record in batch.records] == ids[17:]
+    assert reader._process.exitcode == 0, "closing it must stop it, not kill it"
+
+
+def test_the_reading_process_stops_promptly_when_closed_on_an_idle_log(
+        log_settings: Settings, publisher: Publisher) -> None:
+    publish_all(publisher, 1)
+    got: list[Batch] = []
+    reader = ReaderProcess(log_settings, 0, 10, "test", lambda: bool(got))
+    got.extend(reader.batches())  # the one record came: it waits on an idle log now
+    started = time.monotonic()
+    reader.close()
+    assert time.monotonic() - started < 3
+    assert reader._process.exitcode == 0
+
+
+def test_a_gap_met_by_the_reading_process_is_raised_in_the_projector(
+        truncated: Settings) -> None:
+    first = first_offset(truncated)
+    with pytest.raises(OffsetGap, match=f"starts at offset {first} but offset 0 was expected"):
+        read_in_process(truncated, start=0, want=1, batch_size=10)
+
+
+def test_the_reading_process_ends_when_its_parent_is_killed(log_settings: Settings) -> None:
+    ensure_stream(log_settings)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHANING_PARENT, log_settings.amqp_url, log_settings.stream],
+        stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    eventually(lambda: _gone(child), timeout=10, interval=0.2)
+
+
+ORPHANING_PARENT = """
+import sys, time
+from eventlog.settings import Settings
+from processors.reader_process import ReaderProcess
+reader = ReaderProcess(Settings(amqp_url=sys.argv[1], stream=sys.argv[2]), 0, 10, "orphan",
+                       lambda: False)
+print(reader._process.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _gone(pid: int) -> None:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return
+    assert state == "Z", f"process {pid} is still running (state {state})"
 
 
 def test_the_log_end_is_read_within_a_bound_while_records_keep_arriving(
