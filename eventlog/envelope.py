@@ -16,7 +16,8 @@ _PAYLOAD_KEY = b',"payload":'
 _EXACT_JSON = json.JSONDecoder(parse_float=Decimal)
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen, for the projector's speed (projections/transactions.py); never changed once made
+@dataclass(slots=True)
 class Envelope:
     id: str
     source: str

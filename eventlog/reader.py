@@ -26,13 +26,15 @@ class OffsetGap(Exception):
     """The stream no longer holds the offset we need (retention dropped it)."""
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen, for the projector's speed (projections/transactions.py); never changed once made
+@dataclass(slots=True)
 class Record:
     offset: int
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen, for the projector's speed (projections/transactions.py); never changed once made
+@dataclass(slots=True)
 class Batch:
     records: list[Record]
     delivery_tag: int

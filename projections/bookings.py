@@ -24,7 +24,8 @@ PAID = frozenset({"succeeded", "partially_refunded", "refunded"})
 Template = Literal["booking_confirmation", "payment_confirmation", "payment_failure"]
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen, for the projector's speed (see TransactionState); never changed once made
+@dataclass(slots=True)
 class BookingState:
     """One row of `bookings`; the booking's own fields are None until booking.created arrives."""
 

@@ -34,7 +34,8 @@ class CheckpointMoved(Exception):
     """Another projector advanced the checkpoint: this one must stop."""
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen, for the projector's speed (see TransactionState); never changed once made
+@dataclass(slots=True)
 class _Row:
     offset: int
     envelope: Envelope | None
