@@ -3,8 +3,8 @@ Python) runs on another core than projecting them.
 
 The reading process acks each batch to the broker as soon as it has handed it over: on a
 stream an ack only asks for more records, and where a projector resumes is its checkpoint in
-PostgreSQL, never the broker's. The pipe between the two is the backpressure: it holds about a
-batch, so the reading process stays at most a batch or two ahead of what is projected.
+PostgreSQL, never the broker's. The pipe between the two is the backpressure: handing a batch
+over blocks until the projector takes it, so the reading process stays about a batch ahead.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ReaderProcess:
 
     def __init__(self, settings: Settings, start: int, batch_size: int, name: str,
                  should_stop: Callable[[], bool]) -> None:
-        self._should_stop = should_stop
+        self._should_stop, self._batch_size = should_stop, batch_size
         self._stop = _CONTEXT.Event()
         self._pipe, child_end = _CONTEXT.Pipe(duplex=False)
         self._process = _CONTEXT.Process(
@@ -43,17 +43,14 @@ class ReaderProcess:
     def batches(self) -> Iterator[Batch]:
         while not self._should_stop():
             try:
-                if not self._pipe.poll(_POLL_SECONDS):
-                    continue
-                kind, value = self._pipe.recv()
+                records = take(self._pipe, self._batch_size, _POLL_SECONDS)
             except (EOFError, OSError):  # it died, perhaps mid-batch: the signal that stops us
                 if self._should_stop():
                     return
                 raise RuntimeError(f"the stream's reading process exited "
                                    f"(code {self._process.exitcode})") from None
-            if kind == "error":
-                raise value
-            yield Batch([Record(offset, body) for offset, body in value], delivery_tag=0)
+            if records:
+                yield Batch(records, delivery_tag=0)
 
     def close(self) -> None:
         self._stop.set()
@@ -62,6 +59,20 @@ class ReaderProcess:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
+
+
+def take(pipe: Connection, batch_size: int, wait: float) -> list[Record]:
+    """Every record handed over so far, until there are `batch_size` or more, waiting up to
+    `wait` seconds for the first. Merged, because under a light load the child hands over a
+    record or two at a time, and a transaction each (milliseconds, however small) falls behind."""
+    records: list[Record] = []
+    while len(records) < batch_size and pipe.poll(wait):
+        kind, value = pipe.recv()
+        if kind == "error":
+            raise value  # nothing taken is lost: the projector resumes from its checkpoint
+        records += [Record(offset, body) for offset, body in value]
+        wait = 0
+    return records
 
 
 def _read(settings: Settings, start: int, batch_size: int, name: str, pipe: Connection,
