@@ -353,13 +353,13 @@ def test_the_reading_process_ends_when_its_parent_is_killed(log_settings: Settin
 
 
 ORPHANING_PARENT = """
-import sys, time
+import signal, sys
 from eventlog.settings import Settings
 from processors.reader_process import ReaderProcess
 reader = ReaderProcess(Settings(amqp_url=sys.argv[1], stream=sys.argv[2]), 0, 10, "orphan",
                        lambda: False)
 print(reader._process.pid, flush=True)
-time.sleep(60)
+signal.pause()  # until the test kills this parent
 """
 
 
