@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,7 +26,6 @@ from eventlog.publisher import Publisher
 from eventlog.reader import StreamReader
 from eventlog.settings import Settings
 from eventlog.topology import log_end_offset, open_connection
-from tests.processes import free_port
 
 log = logging.getLogger(__name__)
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -70,14 +71,29 @@ def _alive(pid: int) -> bool:
     return pid > 0
 
 
+def restartable_port() -> int:
+    """A free port below the kernel's ephemeral range, for a server these tests stop and start
+    again: a port the kernel hands out could be taken by any outgoing connection meanwhile, and
+    the restart then fails to listen (seen: RabbitMQ's start_app with eaddrinuse)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(20_000, min(low, 32_768)), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 @dataclass
 class PrivateBroker:
     """A RabbitMQ node of its own, on its own ports and data directory, to stop at will."""
 
     workdir: Path = field(default_factory=lambda: _private_dir("hookline-rabbit-", "rabbitmq"))
     node: str = field(default_factory=lambda: f"hookline_faults_{uuid.uuid4().hex[:8]}@localhost")
-    port: int = field(default_factory=free_port)
-    dist_port: int = field(default_factory=free_port)
+    port: int = field(default_factory=restartable_port)
+    dist_port: int = field(default_factory=restartable_port)
 
     @property
     def url(self) -> str:
@@ -151,7 +167,7 @@ class PrivatePostgres:
     """A PostgreSQL cluster of its own, on its own port, to stop and start at will."""
 
     workdir: Path = field(default_factory=lambda: _private_dir("hookline-pg-", "postgres"))
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=restartable_port)
 
     @property
     def data(self) -> Path:
