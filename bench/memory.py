@@ -70,13 +70,14 @@ def projector_run(settings: Settings, last: int, interval: float
     process = hookline("project", env=env_for(
         settings, HOOKLINE_PROJECTOR_METRICS_BIND=f"127.0.0.1:{free_port()}"))
     started = time.perf_counter()
+    child: int | None = None
     deadline = started + 120 + (last + 1) / 200
     try:
         with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
             while True:
                 row = conn.execute(CHECKPOINT).fetchone()
                 checkpoint = row[0] if row else -1
-                child = reading_process(process.pid)
+                child = child or reading_process(process.pid)  # looked up until found
                 if checkpoint >= 0 and child:  # projecting: imports, connections are behind it
                     at = time.perf_counter() - started
                     series.samples.append((at, rss_mb(process.pid)))
