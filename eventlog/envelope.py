@@ -26,6 +26,10 @@ class Envelope:
     received_at: datetime
     raw_payload: bytes
     parsed: Any = field(default=None, compare=False, repr=False)
+    # False when ingress could not verify the sender (an unsigned delivery allowed by a
+    # setting, or a signature that does not cover the body): such a record never confirms a
+    # booking or moves a payment's state on its own
+    trusted: bool = True
 
     def payload(self) -> Any:
         return self.parsed if self.parsed is not None else orjson.loads(self.raw_payload)
@@ -36,20 +40,25 @@ class Envelope:
 
     def encode(self) -> bytes:
         return encode(self.id, self.source, self.type, self.subject, self.received_at,
-                      self.raw_payload)
+                      self.raw_payload, self.trusted)
 
 
 def encode(id: str, source: str, type: str, subject: str, received_at: datetime,
-           raw_payload: bytes) -> bytes:
-    """Serialise an envelope, splicing the already-valid JSON payload in as it was sent."""
-    return orjson.dumps({
+           raw_payload: bytes, trusted: bool = True) -> bytes:
+    """Serialise an envelope, splicing the already-valid JSON payload in as it was sent.
+    `"trusted": false` is written only for an unverified sender: records without it are
+    trusted, as every record written before the mark existed was verified or unsigned-allowed."""
+    header: dict[str, Any] = {
         "id": id,
         "source": source,
         "type": type,
         "subject": subject,
         "received_at": received_at,
-        "payload": orjson.Fragment(raw_payload),
-    }, option=orjson.OPT_UTC_Z)
+    }
+    if not trusted:
+        header["trusted"] = False
+    header["payload"] = orjson.Fragment(raw_payload)
+    return orjson.dumps(header, option=orjson.OPT_UTC_Z)
 
 
 def exact_json(raw: bytes) -> Any:
@@ -74,6 +83,7 @@ def decode(body: bytes) -> Envelope:
             received_at=datetime.fromisoformat(header["received_at"]),
             raw_payload=raw_payload,
             parsed=orjson.loads(raw_payload),  # a record whose payload is not JSON is not one
+            trusted=_flag(header.get("trusted", True)),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"not an envelope: {exc}") from None
@@ -82,6 +92,12 @@ def decode(body: bytes) -> Envelope:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
     return value
 
 

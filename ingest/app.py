@@ -88,7 +88,8 @@ def create_app(settings: Settings, publisher: Publisher) -> Flask:
         if len(envelope_id.encode()) > 255:  # the id travels as an AMQP short string
             raise _Refused("invalid_payload", 422, "invalid_payload",
                            "the delivery's idempotency key is longer than 255 bytes")
-        record = encode(envelope_id, source, delivery.type, delivery.subject, received_at, body)
+        record = encode(envelope_id, source, delivery.type, delivery.subject, received_at, body,
+                        delivery.trusted)
         publish_started = perf_counter()
         metrics.PUBLISH_INFLIGHT.inc()
         try:

@@ -32,6 +32,7 @@ class Delivery:
     key: str
     type: str
     subject: str
+    trusted: bool = True  # False: the sender was not verified (see Envelope.trusted)
 
 
 class Ingress(Protocol):

@@ -125,3 +125,21 @@ def test_decode_of_arbitrary_bytes_raises_only_value_error(body: bytes) -> None:
         return
     assert all(isinstance(v, str) for v in (decoded.id, decoded.source, decoded.type))
     assert isinstance(decoded.received_at, datetime)
+
+
+def test_an_unverified_sender_is_marked_and_the_mark_survives_a_round_trip() -> None:
+    assert envelope(b"{}", trusted=False).trusted is False
+    assert b'"trusted":false' in encode("s:1", "s", "t", "x", RECEIVED, b"{}", trusted=False)
+
+
+def test_a_record_without_the_mark_is_trusted_as_records_written_before_it_were() -> None:
+    body = encode("s:1", "s", "t", "x", RECEIVED, b"{}")
+    assert b"trusted" not in body
+    assert decode(body).trusted is True
+
+
+def test_a_mark_that_is_not_a_boolean_is_not_a_record() -> None:
+    body = b'{"id":"s:1","source":"s","type":"t","subject":"x",' \
+           b'"received_at":"2024-05-17T09:30:15Z","trusted":"no","payload":{}}'
+    with pytest.raises(ValueError, match="not an envelope"):
+        decode(body)
