@@ -38,6 +38,7 @@ class Settings:
     stripe_secrets: tuple[str, ...] = ()
     stripe_tolerance: int = 300
     chapa_secrets: tuple[str, ...] = ()
+    chapa_secret_only_signatures: bool = False  # True: taken, but marked untrusted
     bookings_secrets: tuple[str, ...] = ()
     transactions_secrets: tuple[str, ...] = ()
     operator_tokens: tuple[str, ...] = ()
@@ -113,6 +114,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stripe_tolerance=read.parsed("HOOKLINE_STRIPE_TOLERANCE", Settings.stripe_tolerance,
                                      parse_duration, "a duration such as 300, 300s or 5m"),
         chapa_secrets=read.secrets("HOOKLINE_CHAPA_SECRETS"),
+        chapa_secret_only_signatures=read.parsed(
+            "HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES", False, _allow, "allow or refuse"),
         bookings_secrets=read.secrets("HOOKLINE_BOOKINGS_SECRETS"),
         transactions_secrets=read.secrets("HOOKLINE_TRANSACTIONS_SECRETS"),
         operator_tokens=read.secrets("HOOKLINE_OPERATOR_TOKENS"),
@@ -231,6 +234,12 @@ def _boolean(value: str) -> bool:
     if lowered not in {"1", "0", "true", "false", "yes", "no"}:
         raise ValueError(value)
     return lowered in {"1", "true", "yes"}
+
+
+def _allow(value: str) -> bool:
+    if value not in {"allow", "refuse"}:
+        raise ValueError(value)
+    return value == "allow"
 
 
 def _stream_age(value: str) -> str:

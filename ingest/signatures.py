@@ -206,37 +206,40 @@ def _chapa_signature(headers: Mapping[str, str], name: str) -> bytes | None:
 
 
 class ChapaVerifier:
-    """Accepts a request when either Chapa signature header is valid, as Chapa documents."""
+    """Accepts a delivery whose body is signed (`x-chapa-signature`, or `chapa-signature` in
+    Chapa's Signature mode). `chapa-signature` outside that mode signs only the secret, the
+    same on every delivery, so it proves nothing about the body: refused unless allowed."""
 
-    def __init__(self, secrets: Sequence[str]) -> None:
+    def __init__(self, secrets: Sequence[str], allow_secret_only: bool = False) -> None:
         self._keys = _keys(secrets, _utf8_key)
-        # Computed once: this header signs only the secret, never the body.
+        self._allow_secret_only = allow_secret_only
         self._secret_signatures = [_hex_hmac_sha256(key, key) for key in self._keys]
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        body_signature = _chapa_signature(headers, "x-chapa-signature")
-        secret_signature = _chapa_signature(headers, "chapa-signature")
-        if body_signature is None and secret_signature is None:
+    def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """True when a signature covers the body; False when only the secret-only form does,
+        which happens only when it is allowed (the delivery is then to be kept untrusted)."""
+        given = [signature for signature in (_chapa_signature(headers, "x-chapa-signature"),
+                                             _chapa_signature(headers, "chapa-signature"))
+                 if signature is not None]
+        if not given:
             raise InvalidSignature("missing or malformed Chapa signature headers")
-        body_ok = self._body_matches(body_signature, body)
-        secret_ok = self._secret_matches(secret_signature)
-        if not (body_ok or secret_ok):
-            raise InvalidSignature("no Chapa signature matches")
-
-    def _body_matches(self, signature: bytes | None, body: bytes) -> bool:
-        if signature is None:
-            return False
         expected = [_hex_hmac_sha256(key, body) for key in self._keys]
-        return _matches_any(expected, [signature])
+        body_signed = _matches_any(expected, given)
+        secret_only = self._secret_only(_chapa_signature(headers, "chapa-signature"))
+        if body_signed:
+            return True
+        if secret_only and self._allow_secret_only:
+            return False
+        if secret_only:
+            raise InvalidSignature("chapa-signature signs only the secret, not the body; "
+                                   "such deliveries are refused")
+        raise InvalidSignature("no Chapa signature matches")
 
-    def _secret_matches(self, signature: bytes | None) -> bool:
+    def _secret_only(self, signature: bytes | None) -> bool:
         return signature is not None and _matches_any(self._secret_signatures, [signature])
 
 
 def sign_chapa(secret: str, body: bytes) -> dict[str, str]:
-    """Return both Chapa signature headers for a body."""
-    key = secret.encode("utf-8")
-    return {
-        "x-chapa-signature": _hex_hmac_sha256(key, body).decode("ascii"),
-        "chapa-signature": _hex_hmac_sha256(key, key).decode("ascii"),
-    }
+    """Both Chapa signature headers for a body, as Chapa's Signature mode sends them."""
+    signature = _hex_hmac_sha256(secret.encode("utf-8"), body).decode("ascii")
+    return {"x-chapa-signature": signature, "chapa-signature": signature}

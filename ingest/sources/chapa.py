@@ -1,4 +1,4 @@
-"""Chapa: either signature header, deliveries keyed by a hash of what identifies them (Chapa
+"""Chapa: a signature over the body, deliveries keyed by a hash of what identifies them (Chapa
 sends no event id), one transaction per `tx_ref`, amounts as decimal strings in major units."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class ChapaIngress:
         self._verifier = verifier
 
     def accept(self, headers: Headers, body: bytes) -> Delivery:
-        self._verifier.verify(headers, body)
+        trusted = self._verifier.verify(headers, body)
         payload = require_object(parse_json(body))
         kind = _text(payload, "event")
         tx_ref, reference = _text(payload, "tx_ref"), _text(payload, "reference")
@@ -49,14 +49,18 @@ class ChapaIngress:
                                  {"tx_ref": _REQUIRED, "reference": _REQUIRED})
         subject = booking_reference(payload) or tx_ref or reference
         assert subject is not None  # one of tx_ref and reference is there, checked above
-        return Delivery(key=delivery_key(payload), type=kind, subject=subject)
+        return Delivery(key=delivery_key(payload), type=kind, subject=subject, trusted=trusted)
 
 
 def ingress(settings: Settings) -> ChapaIngress | None:
     if not settings.chapa_secrets:
         log.warning("HOOKLINE_CHAPA_SECRETS is not set: POST /v1/webhooks/chapa answers 404")
         return None
-    return ChapaIngress(ChapaVerifier(settings.chapa_secrets))
+    if settings.chapa_secret_only_signatures:
+        log.warning("HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES=allow: Chapa deliveries signed only "
+                    "over the secret are accepted, recorded as untrusted")
+    return ChapaIngress(ChapaVerifier(settings.chapa_secrets,
+                                      settings.chapa_secret_only_signatures))
 
 
 def delivery_key(payload: dict[str, Any]) -> str:

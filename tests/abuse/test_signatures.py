@@ -86,6 +86,28 @@ def test_a_valid_signature_on_a_different_body_is_refused(hostile: Hostile, sour
     assert hostile.post(delivery, captured).status_code == 202  # the genuine one still passes
 
 
+def test_a_forged_chapa_delivery_with_the_secret_only_signature_is_refused(
+        hostile: Hostile) -> None:
+    """The secret-only `chapa-signature` is the same on every delivery: seen once, it would
+    carry any body. Only a signature over the body is taken."""
+    key = CANARIES.chapa.encode()
+    seen = {"Content-Type": "application/json",
+            "chapa-signature": hmac.new(key, key, hashlib.sha256).hexdigest()}
+    forged = webhooks.chapa(f"forged-{time.time_ns()}")
+    refused(hostile.post(forged, seen))
+
+
+def test_a_chapa_signature_mode_delivery_signs_its_body_in_chapa_signature(
+        hostile: Hostile) -> None:
+    delivery = webhooks.chapa(f"signature-mode-{time.time_ns()}")
+    body_signed = hmac.new(CANARIES.chapa.encode(), delivery.body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "chapa-signature": body_signed}
+    assert hostile.post(delivery, headers).status_code == 202
+    refused(hostile.pipeline.http.post(
+        f"{hostile.pipeline.ingest_url}/v1/webhooks/chapa", data=_other_body(delivery.body),
+        headers=headers, timeout=30))
+
+
 # -- timing ------------------------------------------------------------------------------------
 
 ROUNDS, CALLS = 61, 100

@@ -321,8 +321,8 @@ def test_old_and_new_secrets_both_verify_during_rotation(providers: Providers) -
     for secret in (CHAPA_OLD, CHAPA_NEW):
         accepted(post_chapa(providers, payload, secret=secret))
     body = orjson.dumps(payload)
-    only_secret_header = {"chapa-signature": sign_chapa(CHAPA_OLD, body)["chapa-signature"]}
-    accepted(post_chapa(providers, body, headers=only_secret_header))
+    signature_mode = {"chapa-signature": sign_chapa(CHAPA_OLD, body)["chapa-signature"]}
+    accepted(post_chapa(providers, body, headers=signature_mode))
 
 
 def test_an_oversized_body_is_413(providers: Providers) -> None:

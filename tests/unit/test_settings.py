@@ -30,6 +30,7 @@ PARSED = [
     ("HOOKLINE_CHAPA_SECRETS", "chapa-key", "chapa_secrets", ("chapa-key",)),
     ("HOOKLINE_BOOKINGS_SECRETS", "whsec_b", "bookings_secrets", ("whsec_b",)),
     ("HOOKLINE_TRANSACTIONS_SECRETS", "whsec_c", "transactions_secrets", ("whsec_c",)),
+    ("HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES", "allow", "chapa_secret_only_signatures", True),
     ("HOOKLINE_OPERATOR_TOKENS", "tok", "operator_tokens", ("tok",)),
     ("HOOKLINE_BOOKING_TTL", "20m", "booking_ttl", 1200),
     ("HOOKLINE_PAYMENT_TIMEOUT", "2d", "payment_timeout", 172_800),

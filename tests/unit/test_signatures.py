@@ -516,12 +516,58 @@ def chapa_rejects(verifier: ChapaVerifier, headers: dict[str, str], body: bytes)
     return str(caught.value)
 
 
-def test_sign_chapa_follows_the_documented_scheme() -> None:
-    key = CHAPA_SECRET.encode()
+def secret_only(secret: str) -> str:
+    """The `chapa-signature` Chapa sends outside Signature mode: the secret signed by itself."""
+    key = secret.encode()
+    return hmac.new(key, key, hashlib.sha256).hexdigest()
+
+
+def test_sign_chapa_signs_the_body_in_both_headers_as_chapa_signature_mode_does() -> None:
+    body_signature = hmac.new(CHAPA_SECRET.encode(), BODY, hashlib.sha256).hexdigest()
     assert sign_chapa(CHAPA_SECRET, BODY) == {
-        "x-chapa-signature": hmac.new(key, BODY, hashlib.sha256).hexdigest(),
-        "chapa-signature": hmac.new(key, key, hashlib.sha256).hexdigest(),
-    }
+        "x-chapa-signature": body_signature, "chapa-signature": body_signature}
+
+
+def test_a_secret_only_chapa_signature_is_refused_by_default() -> None:
+    message = chapa_rejects(ChapaVerifier([CHAPA_SECRET]),
+                            {"chapa-signature": secret_only(CHAPA_SECRET)}, BODY)
+    assert "only the secret" in message
+
+
+def test_a_secret_only_signature_forged_onto_another_body_is_refused() -> None:
+    genuine = {"chapa-signature": secret_only(CHAPA_SECRET),
+               "x-chapa-signature": sign_chapa(CHAPA_SECRET, BODY)["x-chapa-signature"]}
+    forged = {"chapa-signature": genuine["chapa-signature"]}
+    assert ChapaVerifier([CHAPA_SECRET]).verify(genuine, BODY) is True
+    chapa_rejects(ChapaVerifier([CHAPA_SECRET]), forged, BODY.replace(b"1099", b"9999"))
+    chapa_rejects(ChapaVerifier([CHAPA_SECRET]), genuine, BODY.replace(b"1099", b"9999"))
+
+
+def test_a_secret_only_signature_is_accepted_untrusted_when_allowed() -> None:
+    verifier = ChapaVerifier([CHAPA_SECRET, CHAPA_OTHER], allow_secret_only=True)
+    for signer in (CHAPA_SECRET, CHAPA_OTHER):
+        assert verifier.verify({"chapa-signature": secret_only(signer)}, BODY) is False
+    chapa_rejects(verifier, {"chapa-signature": secret_only("not-a-configured-secret")}, BODY)
+
+
+@pytest.mark.parametrize("allow", [False, True])
+@pytest.mark.parametrize("name", ["x-chapa-signature", "chapa-signature"])
+def test_a_signature_over_the_body_is_trusted_in_either_header(allow: bool, name: str) -> None:
+    headers = {name: sign_chapa(CHAPA_SECRET, BODY)[name]}
+    assert ChapaVerifier([CHAPA_SECRET], allow_secret_only=allow).verify(headers, BODY) is True
+
+
+def test_the_body_signature_decides_when_both_forms_are_sent() -> None:
+    headers = {"x-chapa-signature": sign_chapa(CHAPA_SECRET, BODY)["x-chapa-signature"],
+               "chapa-signature": secret_only(CHAPA_SECRET)}
+    verifier = ChapaVerifier([CHAPA_SECRET], allow_secret_only=True)
+    assert verifier.verify(headers, BODY) is True
+    assert verifier.verify({**headers, "x-chapa-signature": "0" * 64}, BODY) is False
+
+
+def test_x_chapa_signature_never_stands_for_the_secret_only_form() -> None:
+    verifier = ChapaVerifier([CHAPA_SECRET], allow_secret_only=True)
+    chapa_rejects(verifier, {"x-chapa-signature": secret_only(CHAPA_SECRET)}, BODY)
 
 
 def test_chapa_fixtures_are_present() -> None:
@@ -565,13 +611,14 @@ def test_either_rotated_chapa_secret_verifies(signer: str, name: str) -> None:
 def test_malformed_chapa_header_does_not_spoil_a_valid_one() -> None:
     signed = sign_chapa(CHAPA_SECRET, BODY)
     headers = {"x-chapa-signature": "not hex", "chapa-signature": signed["chapa-signature"]}
-    ChapaVerifier([CHAPA_SECRET]).verify(headers, BODY)
+    assert ChapaVerifier([CHAPA_SECRET]).verify(headers, BODY) is True
 
 
 def _bad_chapa_headers() -> list[dict[str, str]]:
-    good = sign_chapa(CHAPA_SECRET, BODY)
-    body_sig, secret_sig = good["x-chapa-signature"], good["chapa-signature"]
+    body_sig, secret_sig = sign_chapa(CHAPA_SECRET, BODY)["x-chapa-signature"], secret_only(
+        CHAPA_SECRET)
     return [
+        {"chapa-signature": secret_sig},
         {},
         {"x-chapa-signature": ""},
         {"chapa-signature": secret_sig.upper()},
@@ -579,7 +626,8 @@ def _bad_chapa_headers() -> list[dict[str, str]]:
         {"x-chapa-signature": body_sig + "0"},
         {"x-chapa-signature": " " + body_sig},
         {"chapa-signature": secret_sig[:-1] + "é"},
-        {"x-chapa-signature": secret_sig, "chapa-signature": body_sig},
+        {"x-chapa-signature": secret_sig},
+        {"chapa-signature": body_sig.upper()},
         {"X-Chapa-Signature-Other": body_sig},
     ]
 

@@ -1,0 +1,97 @@
+"""Signature schemes end to end through a running ingest, down to the record in the log:
+Chapa's secret-only form when an operator allows it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pika
+import pytest
+import requests
+
+from eventlog.reader import StreamReader
+from eventlog.settings import Settings
+from ingest.signatures import sign_chapa
+from tests.chaos import webhooks
+from tests.conftest import AMQP_URL
+from tests.processes import Pipeline, running_pipeline
+
+CHAPA_SECRET = "chapa-e2e-signature-schemes-0001"
+
+
+@pytest.fixture(scope="module")
+def schemes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, str]]:
+    """An ingest that allows secret-only Chapa signatures; its stream."""
+    stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream,
+           "HOOKLINE_CHAPA_SECRETS": CHAPA_SECRET,
+           "HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES": "allow"}
+    try:
+        with running_pipeline(env, tmp_path_factory.mktemp("schemes"),
+                              parts=("ingest",)) as pipeline:
+            yield pipeline, stream
+    finally:
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        connection.channel().queue_delete(stream)
+        connection.close()
+
+
+def post(pipeline: Pipeline, delivery: webhooks.Delivery,
+         headers: dict[str, str]) -> requests.Response:
+    return pipeline.http.post(f"{pipeline.ingest_url}/v1/webhooks/{delivery.source}",
+                              data=delivery.body, timeout=30,
+                              headers={"Content-Type": "application/json", **headers})
+
+
+def accepted(answer: requests.Response) -> str:
+    assert answer.status_code == 202, answer.text
+    envelope_id: str = answer.json()["id"]
+    return envelope_id
+
+
+def logged(stream: str, envelope_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    """The envelope with this id, read back from the log."""
+    deadline = time.monotonic() + timeout
+    reader = StreamReader(Settings(amqp_url=AMQP_URL, stream=stream), 0, 100, "test-read",
+                          should_stop=lambda: time.monotonic() > deadline, idle_seconds=0.2)
+    try:
+        for batch in reader.batches():
+            for record in batch.records:
+                envelope: dict[str, Any] = orjson.loads(record.body)
+                if envelope["id"] == envelope_id:
+                    return envelope
+            reader.ack(batch)
+    finally:
+        reader.close()
+    raise AssertionError(f"{envelope_id} is not in the log")
+
+
+def secret_only(secret: str) -> dict[str, str]:
+    key = secret.encode()
+    return {"chapa-signature": hmac.new(key, key, hashlib.sha256).hexdigest()}
+
+
+def test_an_allowed_secret_only_chapa_delivery_is_logged_untrusted(
+        schemes: tuple[Pipeline, str]) -> None:
+    pipeline, stream = schemes
+    delivery = webhooks.chapa(f"secret-only-{time.time_ns()}")
+    envelope = logged(stream, accepted(post(pipeline, delivery, secret_only(CHAPA_SECRET))))
+    assert envelope["trusted"] is False
+    assert envelope["payload"] == orjson.loads(delivery.body)
+
+
+def test_a_body_signed_chapa_delivery_is_logged_without_the_untrusted_mark(
+        schemes: tuple[Pipeline, str]) -> None:
+    pipeline, stream = schemes
+    for name in ("x-chapa-signature", "chapa-signature"):
+        delivery = webhooks.chapa(f"body-signed-{name}-{time.time_ns()}")
+        header = {name: sign_chapa(CHAPA_SECRET, delivery.body)[name]}
+        envelope = logged(stream, accepted(post(pipeline, delivery, header)))
+        assert "trusted" not in envelope
+
