@@ -41,6 +41,8 @@ class Settings:
     chapa_secret_only_signatures: bool = False  # True: taken, but marked untrusted
     bookings_secrets: tuple[str, ...] = ()
     transactions_secrets: tuple[str, ...] = ()
+    bookings_public_keys: tuple[str, ...] = ()
+    transactions_public_keys: tuple[str, ...] = ()
     operator_tokens: tuple[str, ...] = ()
     booking_ttl: int = 15 * 60
     payment_timeout: int = 3 * 86400
@@ -118,6 +120,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES", False, _allow, "allow or refuse"),
         bookings_secrets=read.secrets("HOOKLINE_BOOKINGS_SECRETS"),
         transactions_secrets=read.secrets("HOOKLINE_TRANSACTIONS_SECRETS"),
+        bookings_public_keys=read.secrets("HOOKLINE_BOOKINGS_PUBLIC_KEYS"),
+        transactions_public_keys=read.secrets("HOOKLINE_TRANSACTIONS_PUBLIC_KEYS"),
         operator_tokens=read.secrets("HOOKLINE_OPERATOR_TOKENS"),
         booking_ttl=read.parsed("HOOKLINE_BOOKING_TTL", Settings.booking_ttl, parse_duration,
                                 "a duration such as 900, 900s, 15m, 2h or 3d"),

@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from eventlog.envelope import Envelope, exact_json
-from eventlog.settings import Settings
+from eventlog.settings import Settings, SettingsError
 from ingest.signatures import StandardWebhooksVerifier
 from ingest.sources.base import (
     Delivery,
@@ -70,8 +70,8 @@ _NOTIFICATION = NotificationSchema()
 
 
 class BookingsIngress:
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        self._verifier = StandardWebhooksVerifier(secrets)
+    def __init__(self, secrets: tuple[str, ...], public_keys: tuple[str, ...] = ()) -> None:
+        self._verifier = StandardWebhooksVerifier(secrets, public_keys=public_keys)
 
     def accept(self, headers: Headers, body: bytes) -> Delivery:
         key = self._verifier.verify(headers, body)
@@ -83,11 +83,16 @@ class BookingsIngress:
 
 
 def ingress(settings: Settings) -> BookingsIngress | None:
-    """None (the endpoint answers 404) until HOOKLINE_BOOKINGS_SECRETS is set."""
-    if not settings.bookings_secrets:
-        log.warning("HOOKLINE_BOOKINGS_SECRETS is not set: POST /v1/webhooks/bookings answers 404")
+    """None (the endpoint answers 404) until a secret or a public key is set."""
+    if not settings.bookings_secrets and not settings.bookings_public_keys:
+        log.warning("neither HOOKLINE_BOOKINGS_SECRETS nor _PUBLIC_KEYS is set: "
+                    "POST /v1/webhooks/bookings answers 404")
         return None
-    return BookingsIngress(settings.bookings_secrets)
+    try:
+        return BookingsIngress(settings.bookings_secrets, settings.bookings_public_keys)
+    except ValueError as exc:  # the message says which secret or key, never its value
+        name = "SECRETS" if "secret" in str(exc) else "PUBLIC_KEYS"
+        raise SettingsError(f"HOOKLINE_BOOKINGS_{name}: {exc}") from None
 
 
 def load(body: bytes) -> tuple[str, dict[str, Any]]:

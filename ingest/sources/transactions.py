@@ -88,14 +88,16 @@ _SCHEMA = TransactionSchema()
 
 class TransactionsIngress:
     def __init__(self, settings: Settings) -> None:
-        secrets = settings.transactions_secrets
+        secrets, public_keys = settings.transactions_secrets, settings.transactions_public_keys
         try:
-            self._verifier = StandardWebhooksVerifier(secrets) if secrets else None
-        except ValueError as exc:  # the message says which secret, never its value
-            raise SettingsError(f"HOOKLINE_TRANSACTIONS_SECRETS: {exc}") from None
+            self._verifier = (StandardWebhooksVerifier(secrets, public_keys=public_keys)
+                              if secrets or public_keys else None)
+        except ValueError as exc:  # the message says which secret or key, never its value
+            name = "SECRETS" if "secret" in str(exc) else "PUBLIC_KEYS"
+            raise SettingsError(f"HOOKLINE_TRANSACTIONS_{name}: {exc}") from None
         if self._verifier is None:
-            log.warning("HOOKLINE_TRANSACTIONS_SECRETS is not set: transaction webhooks are "
-                        "accepted unsigned")
+            log.warning("neither HOOKLINE_TRANSACTIONS_SECRETS nor _PUBLIC_KEYS is set: "
+                        "transaction webhooks are accepted unsigned")
 
     def accept(self, headers: Headers, body: bytes) -> Delivery:
         if self._verifier is None:

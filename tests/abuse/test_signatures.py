@@ -22,6 +22,7 @@ from ingest.signatures import (
     InvalidSignature,
     StandardWebhooksVerifier,
     StripeVerifier,
+    sign_standard_webhooks_v1a,
     sign_stripe,
 )
 from projections.api import _token_valid
@@ -106,6 +107,17 @@ def test_a_chapa_signature_mode_delivery_signs_its_body_in_chapa_signature(
     refused(hostile.pipeline.http.post(
         f"{hostile.pipeline.ingest_url}/v1/webhooks/chapa", data=_other_body(delivery.body),
         headers=headers, timeout=30))
+
+
+def test_a_v1a_only_booking_is_refused_where_no_public_key_is_set(hostile: Hostile) -> None:
+    delivery = webhooks.booking(f"BK-V1A-{time.time_ns()}", "v1a@example.com")
+    now = int(time.time())
+    seed = hashlib.sha256(b"a key hookline was never given").digest()
+    headers = {"Content-Type": "application/json", "webhook-id": delivery.msg_id,
+               "webhook-timestamp": str(now),
+               "webhook-signature": sign_standard_webhooks_v1a(seed, delivery.msg_id, now,
+                                                               delivery.body)}
+    refused(hostile.post(delivery, headers))
 
 
 # -- timing ------------------------------------------------------------------------------------

@@ -1,37 +1,56 @@
 """Signature schemes end to end through a running ingest, down to the record in the log:
-Chapa's secret-only form when an operator allows it."""
+Chapa's secret-only form when an operator allows it, Svix's header names, and Standard
+Webhooks' asymmetric (ed25519) signatures."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pika
 import pytest
 import requests
+import svix
 
 from eventlog.reader import StreamReader
 from eventlog.settings import Settings
-from ingest.signatures import sign_chapa
+from ingest.signatures import sign_chapa, sign_standard_webhooks_v1a
 from tests.chaos import webhooks
 from tests.conftest import AMQP_URL
 from tests.processes import Pipeline, running_pipeline
 
 CHAPA_SECRET = "chapa-e2e-signature-schemes-0001"
+BOOKINGS_SECRET = "whsec_" + base64.b64encode(b"bookings-e2e-schemes-secret-0001").decode()
+SENDER_KEY = hashlib.sha256(b"the booking app's ed25519 seed").digest()  # 32 bytes
+OTHER_KEY = hashlib.sha256(b"a key nobody configured").digest()
+
+
+def public_key(seed: bytes) -> str:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    raw = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)
+    return "whpk_" + base64.b64encode(raw).decode()
 
 
 @pytest.fixture(scope="module")
 def schemes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, str]]:
-    """An ingest that allows secret-only Chapa signatures; its stream."""
+    """An ingest that allows secret-only Chapa signatures and knows the booking app's public
+    key; its stream."""
     stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
     env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream,
            "HOOKLINE_CHAPA_SECRETS": CHAPA_SECRET,
-           "HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES": "allow"}
+           "HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES": "allow",
+           "HOOKLINE_BOOKINGS_SECRETS": BOOKINGS_SECRET,
+           "HOOKLINE_BOOKINGS_PUBLIC_KEYS": public_key(SENDER_KEY)}
     try:
         with running_pipeline(env, tmp_path_factory.mktemp("schemes"),
                               parts=("ingest",)) as pipeline:
@@ -95,3 +114,38 @@ def test_a_body_signed_chapa_delivery_is_logged_without_the_untrusted_mark(
         envelope = logged(stream, accepted(post(pipeline, delivery, header)))
         assert "trusted" not in envelope
 
+
+def svix_headers(delivery: webhooks.Delivery, secret: str) -> dict[str, str]:
+    """What a sender using the svix library sends."""
+    now = datetime.now(UTC)
+    signature = svix.Webhook(secret).sign(delivery.msg_id, now, delivery.body.decode())
+    return {"svix-id": delivery.msg_id, "svix-timestamp": str(int(now.timestamp())),
+            "svix-signature": signature}
+
+
+def test_a_booking_signed_by_the_svix_library_with_svix_header_names_is_accepted(
+        schemes: tuple[Pipeline, str]) -> None:
+    pipeline, stream = schemes
+    delivery = webhooks.booking(f"BK-SVIX-{time.time_ns()}", "svix@example.com")
+    envelope = logged(stream, accepted(post(pipeline, delivery,
+                                            svix_headers(delivery, BOOKINGS_SECRET))))
+    assert envelope["id"] == delivery.envelope_id
+    assert "trusted" not in envelope
+
+
+def v1a_headers(delivery: webhooks.Delivery, seed: bytes) -> dict[str, str]:
+    now = int(time.time())
+    return {"webhook-id": delivery.msg_id, "webhook-timestamp": str(now),
+            "webhook-signature": sign_standard_webhooks_v1a(seed, delivery.msg_id, now,
+                                                            delivery.body)}
+
+
+def test_a_booking_signed_only_with_ed25519_is_accepted_with_the_public_key_set(
+        schemes: tuple[Pipeline, str]) -> None:
+    pipeline, stream = schemes
+    delivery = webhooks.booking(f"BK-V1A-{time.time_ns()}", "v1a@example.com")
+    envelope = logged(stream, accepted(post(pipeline, delivery, v1a_headers(delivery,
+                                                                            SENDER_KEY))))
+    assert envelope["id"] == delivery.envelope_id
+    answer = post(pipeline, delivery, v1a_headers(delivery, OTHER_KEY))
+    assert answer.status_code == 401, answer.text

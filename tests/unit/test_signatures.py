@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stripe
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +23,7 @@ from ingest.signatures import (
     StripeVerifier,
     sign_chapa,
     sign_standard_webhooks,
+    sign_standard_webhooks_v1a,
     sign_stripe,
 )
 
@@ -137,25 +141,131 @@ def test_cosium_changed_msg_id_is_rejected() -> None:
         verifier.verify(headers, COSIUM["payload"].encode(), now=negative["clock_fixed_at"])
 
 
+ASYMMETRIC = VECTORS_FILE["asymmetric_ed25519_vector"]
+SEED = hashlib.sha256(b"a sender's ed25519 seed").digest()
+OTHER_SEED = hashlib.sha256(b"another sender's ed25519 seed").digest()
+
+
+def public_key(seed: bytes) -> str:
+    raw = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)
+    return "whpk_" + base64.b64encode(raw).decode()
+
+
+def asymmetric_verify(signature: str, public_keys: list[str], secrets: list[str]) -> str:
+    headers = standard_headers(ASYMMETRIC["msg_id"], ASYMMETRIC["timestamp"], signature)
+    verifier = StandardWebhooksVerifier(secrets, public_keys=public_keys)
+    return verifier.verify(headers, ASYMMETRIC["payload"].encode(), now=ASYMMETRIC["timestamp"])
+
+
+def test_published_v1a_vector_verifies_with_its_public_key() -> None:
+    signature = ASYMMETRIC["expected_signature"]
+    assert asymmetric_verify(signature, [ASYMMETRIC["public_key"]], []) == ASYMMETRIC["msg_id"]
+
+
+def test_published_invalid_v1a_case_is_rejected() -> None:
+    with pytest.raises(InvalidSignature, match="no webhook-signature matches"):
+        asymmetric_verify(ASYMMETRIC["invalid_signature_case"], [ASYMMETRIC["public_key"]], [])
+
+
 @pytest.mark.parametrize("key", ["expected_signature", "invalid_signature_case"])
-def test_asymmetric_v1a_signature_alone_is_not_accepted(key: str) -> None:
-    vector = VECTORS_FILE["asymmetric_ed25519_vector"]
-    headers = standard_headers(vector["msg_id"], vector["timestamp"], vector[key])
-    verifier = StandardWebhooksVerifier([COSIUM["secret"]])
-    with pytest.raises(InvalidSignature, match="no v1 signature"):
-        verifier.verify(headers, vector["payload"].encode(), now=vector["timestamp"])
+def test_a_v1a_signature_alone_is_refused_without_a_public_key(key: str) -> None:
+    with pytest.raises(InvalidSignature, match="no webhook-signature matches"):
+        asymmetric_verify(ASYMMETRIC[key], [], [COSIUM["secret"]])
 
 
 @pytest.mark.parametrize("key", ["expected_signature", "invalid_signature_case"])
 def test_v1a_entries_are_ignored_beside_a_valid_v1(key: str) -> None:
-    vector = VECTORS_FILE["asymmetric_ed25519_vector"]
-    signature = f"{vector[key]} {COSIUM['expected_signature']}"
-    headers = standard_headers(vector["msg_id"], vector["timestamp"], signature)
-    verifier = StandardWebhooksVerifier([COSIUM["secret"]])
-    assert (
-        verifier.verify(headers, vector["payload"].encode(), now=vector["timestamp"])
-        == (vector["msg_id"])
-    )
+    signature = f"{ASYMMETRIC[key]} {COSIUM['expected_signature']}"
+    assert asymmetric_verify(signature, [], [COSIUM["secret"]]) == ASYMMETRIC["msg_id"]
+
+
+@pytest.mark.parametrize("signer", [SEED, OTHER_SEED], ids=["first", "second"])
+def test_either_rotated_public_key_verifies_a_v1a_signature(signer: bytes) -> None:
+    verifier = StandardWebhooksVerifier([], public_keys=[public_key(SEED), public_key(OTHER_SEED)])
+    headers = standard_headers("msg_1", NOW, sign_standard_webhooks_v1a(signer, "msg_1", NOW, BODY))
+    assert verifier.verify(headers, BODY, now=NOW) == "msg_1"
+    standard_rejects(verifier, headers, BODY + b" ")
+    standard_rejects(StandardWebhooksVerifier([], public_keys=[public_key(SEED)]),
+                     standard_headers("msg_1", NOW, sign_standard_webhooks_v1a(
+                         bytes(32), "msg_1", NOW, BODY)), BODY)
+
+
+def test_a_verifier_with_public_keys_only_refuses_a_v1_signature() -> None:
+    verifier = StandardWebhooksVerifier([], public_keys=[public_key(SEED)])
+    standard_rejects(verifier, signed_standard(SECRET_A), BODY)
+
+
+def test_secrets_and_public_keys_together_take_either_kind() -> None:
+    verifier = StandardWebhooksVerifier([SECRET_A], public_keys=[public_key(SEED)])
+    v1a = sign_standard_webhooks_v1a(SEED, "msg_1", NOW, BODY)
+    assert verifier.verify(standard_headers("msg_1", NOW, v1a), BODY, now=NOW) == "msg_1"
+    assert verifier.verify(signed_standard(SECRET_A), BODY, now=NOW) == "msg_1"
+
+
+def test_a_public_key_is_taken_with_or_without_prefix_or_padding() -> None:
+    key = public_key(SEED)
+    v1a = sign_standard_webhooks_v1a(SEED, "msg_1", NOW, BODY)
+    for form in (key, key.removeprefix("whpk_"), key.rstrip("=")):
+        verifier = StandardWebhooksVerifier([], public_keys=[form])
+        assert verifier.verify(standard_headers("msg_1", NOW, v1a), BODY, now=NOW) == "msg_1"
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    (["whpk_!!!"], "public key #1 is not"),
+    ([public_key(SEED), "whpk_" + base64.b64encode(bytes(31)).decode()], "public key #2 is not"),
+    (["whpk_" + base64.b64encode(bytes(44)).decode()], "public key #1 is not"),
+    (["whpk_"], "public key #1 is not"),
+])
+def test_a_bad_public_key_is_refused_naming_its_position(keys: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StandardWebhooksVerifier([], public_keys=keys)
+
+
+def test_a_verifier_needs_a_secret_or_a_public_key() -> None:
+    with pytest.raises(ValueError, match="at least one secret"):
+        StandardWebhooksVerifier([], public_keys=[])
+
+
+# --- Standard Webhooks: as the svix library reads headers -----------------------------------
+
+
+def svix_named(headers: dict[str, str]) -> dict[str, str]:
+    return {name.replace("webhook-", "svix-"): value for name, value in headers.items()}
+
+
+def test_svix_header_names_are_read() -> None:
+    verifier = StandardWebhooksVerifier([SECRET_A])
+    assert verifier.verify(svix_named(signed_standard(SECRET_A)), BODY, now=NOW) == "msg_1"
+
+
+@pytest.mark.parametrize("name", ["id", "timestamp", "signature"])
+def test_a_svix_header_is_read_before_its_webhook_namesake(name: str) -> None:
+    """As the svix library does: each svix-* header, when sent, is the one read."""
+    good = signed_standard(SECRET_A)
+    wrong = signed_standard(SECRET_B, NOW - 1)
+    wrong["webhook-id"] = "msg_2"
+    verifier = StandardWebhooksVerifier([SECRET_A])
+    assert verifier.verify({**wrong, f"svix-{name}": good[f"webhook-{name}"],
+                            **{k: v for k, v in good.items() if k != f"webhook-{name}"}},
+                           BODY, now=NOW) == "msg_1"
+    standard_rejects(verifier, {**good, f"svix-{name}": wrong[f"webhook-{name}"]}, BODY)
+
+
+@pytest.mark.parametrize("separator", ["  ", "\t", " \t ", "\n"])
+def test_signature_lists_split_on_any_whitespace(separator: str) -> None:
+    headers = signed_standard(SECRET_A)
+    other = sign_standard_webhooks(SECRET_B, "msg_1", NOW, BODY)
+    headers["webhook-signature"] = other + separator + headers["webhook-signature"]
+    assert StandardWebhooksVerifier([SECRET_A]).verify(headers, BODY, now=NOW) == "msg_1"
+
+
+@pytest.mark.parametrize("before", ["v2,abcd", "v2," + "A" * 44, "v1a,!!", "x", "v1,", "v1é,abc",
+                                    "v1,!" + "A" * 43, ",", "v1,a,b"])
+def test_an_unknown_or_unusable_entry_does_not_spoil_a_valid_v1(before: str) -> None:
+    headers = signed_standard(SECRET_A)
+    headers["webhook-signature"] = f"{before} {headers['webhook-signature']}"
+    assert StandardWebhooksVerifier([SECRET_A]).verify(headers, BODY, now=NOW) == "msg_1"
 
 
 def test_spec_example_headers_parse_but_match_no_secret() -> None:
@@ -270,10 +380,6 @@ def _malformed_standard_headers() -> list[dict[str, str]]:
         "v1",
         "v1,",
         ",abc",
-        "v1 " + sig,
-        sig + " ",
-        " " + sig,
-        sig + "  " + sig,
         sig + ",x",
         "v1,!!!!" + sig[3:],
         sig.rstrip("="),
@@ -283,7 +389,6 @@ def _malformed_standard_headers() -> list[dict[str, str]]:
         "v1,====",
         "v2," + sig[3:],
         "V1," + sig[3:],
-        sig + "\n",
     ]
     cases += [{**good, "webhook-signature": bad} for bad in signatures]
     return cases
@@ -303,13 +408,6 @@ def test_correctly_signed_message_with_malformed_id_is_rejected(msg_id: str) -> 
     headers = standard_headers(msg_id, NOW, signature)
     message = standard_rejects(StandardWebhooksVerifier([SECRET_A]), headers, BODY)
     assert "webhook-id" in message
-
-
-def test_non_ascii_signature_header_is_rejected_even_beside_a_valid_v1() -> None:
-    headers = signed_standard(SECRET_A)
-    headers["webhook-signature"] = "v1é,abcd " + headers["webhook-signature"]
-    message = standard_rejects(StandardWebhooksVerifier([SECRET_A]), headers, BODY)
-    assert "malformed webhook-signature" in message
 
 
 header_text = st.one_of(
@@ -335,7 +433,7 @@ def test_arbitrary_standard_headers_only_ever_raise_invalid_signature(
     except InvalidSignature:
         return
     # Only a genuine signature may pass.
-    assert signature == sign_standard_webhooks(SECRET_A, msg_id, int(timestamp), body)
+    assert sign_standard_webhooks(SECRET_A, msg_id, int(timestamp), body) in signature.split()
 
 
 @settings(max_examples=200, deadline=None)
@@ -445,7 +543,6 @@ def _malformed_stripe_headers() -> list[str | None]:
         f"t=,v1={sig}",
         f"t={NOW},t={NOW},v1={sig}",
         f"t={NOW},v1={sig.upper()}",
-        f"t={NOW},v1={sig}=",
         f"t={NOW},v1={sig[:-1]}",
         f"t={NOW},v1={sig}0",
         f"t=+{NOW},v1={sig}",
@@ -455,15 +552,38 @@ def _malformed_stripe_headers() -> list[str | None]:
         f"t=-{NOW},v1={sig}",
         f"t={'9' * 5000},v1={sig}",
         "t=" + ARABIC_INDIC_NOW + f",v1={sig}",
-        f"t={NOW},v1={sig},junk",
-        f"t={NOW},,v1={sig}",
-        f"t={NOW},=x,v1={sig}",
         f"t={NOW}, v1={sig}",
         f"t={NOW};v1={sig}",
         f"t={NOW},v1={sig[:-1]}é",
         f"T={NOW},V1={sig}",
         f"t={NOW},v1={sig}\n",
+        f"t={NOW},v1,v1={sig}",
+        f"t={NOW},v1={sig},t",
     ]
+
+
+def _stripe_headers_its_library_accepts() -> list[str]:
+    """stripe-python's WebhookSignature reads these (items split on "," then on at most two
+    "="; other schemes ignored), and so does hookline."""
+    sig = stripe_hex(STRIPE_SECRET, NOW, BODY)
+    return [
+        f"t={NOW},v1=not-hex,v1={sig}",
+        f"t={NOW},v1={sig.upper()},v1={sig}",
+        f"t={NOW},v1={sig},v1={sig[:-1]}é",
+        f"t={NOW},v1=,v1={sig}",
+        f"t={NOW},v2={sig},v1={sig}",
+        f"t={NOW},v1={sig},junk",
+        f"t={NOW},,v1={sig}",
+        f"t={NOW},=x,v1={sig}",
+        f"t={NOW},v1={sig}=",
+        f"t={NOW},v1={sig}=anything",
+    ]
+
+
+@pytest.mark.parametrize("header", _stripe_headers_its_library_accepts())
+def test_one_unusable_stripe_entry_does_not_spoil_a_valid_v1(header: str) -> None:
+    StripeVerifier([STRIPE_SECRET]).verify(header, BODY, now=NOW)
+    assert stripe.WebhookSignature.verify_header(BODY, header, STRIPE_SECRET, tolerance=None)
 
 
 @pytest.mark.parametrize("header", _malformed_stripe_headers())

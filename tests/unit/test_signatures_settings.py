@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
+import time
+from collections.abc import Callable
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from eventlog.settings import Settings, SettingsError, load_settings
-from ingest.signatures import InvalidSignature, sign_chapa
-from ingest.sources import chapa
+from ingest.signatures import InvalidSignature, sign_chapa, sign_standard_webhooks_v1a
+from ingest.sources import bookings, chapa, transactions
 
 CHAPA_SECRET = "chapa-secret-for-settings-tests"
 BODY = orjson.dumps({"event": "charge.success", "tx_ref": "BK-SETTINGS", "reference": "AP1",
@@ -63,3 +68,55 @@ def test_chapa_ingress_trusts_a_body_signature_by_default() -> None:
         header = {name: sign_chapa(CHAPA_SECRET, BODY)[name]}
         assert chapa_ingress().accept(header, BODY).trusted is True
 
+
+def public_key(raw: bytes) -> str:
+    return "whpk_" + base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize("source", ["BOOKINGS", "TRANSACTIONS"])
+def test_public_keys_are_read_comma_separated_for_rotation(source: str) -> None:
+    keys = [public_key(bytes([n]) * 32) for n in (1, 2)]
+    settings = load_settings({f"HOOKLINE_{source}_PUBLIC_KEYS": f" {keys[0]} ,{keys[1]}"})
+    assert getattr(settings, f"{source.lower()}_public_keys") == tuple(keys)
+
+
+SEED = hashlib.sha256(b"settings-test ed25519 seed").digest()
+BOOKING = orjson.dumps({"type": "booking.unused", "booking": {"reference": "BK-PK"}})
+TRANSACTION = orjson.dumps({"transaction_id": "t-pk", "source_account": "a",
+                            "destination_account": "b", "amount": "1.00", "currency": "EUR"})
+
+
+def v1a_headers(body: bytes) -> dict[str, str]:
+    now = int(time.time())
+    return {"webhook-id": "msg_pk", "webhook-timestamp": str(now),
+            "webhook-signature": sign_standard_webhooks_v1a(SEED, "msg_pk", now, body)}
+
+
+def seed_public_key() -> str:
+    raw = Ed25519PrivateKey.from_private_bytes(SEED).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)
+    return public_key(raw)
+
+
+def test_bookings_with_public_keys_only_is_configured_and_verifies() -> None:
+    ingress = bookings.ingress(Settings(bookings_public_keys=(seed_public_key(),)))
+    assert ingress is not None
+    assert ingress.accept(v1a_headers(BOOKING), BOOKING).key == "msg_pk"
+    with pytest.raises(InvalidSignature):
+        ingress.accept(v1a_headers(BOOKING), BOOKING + b" ")
+
+
+def test_transactions_with_public_keys_only_refuse_unsigned_deliveries() -> None:
+    ingress = transactions.ingress(Settings(transactions_public_keys=(seed_public_key(),)))
+    assert ingress.accept(v1a_headers(TRANSACTION), TRANSACTION).key == "t-pk"
+    with pytest.raises(InvalidSignature):
+        ingress.accept({}, TRANSACTION)
+
+
+@pytest.mark.parametrize(("source", "build"), [("BOOKINGS", bookings.ingress),
+                                               ("TRANSACTIONS", transactions.ingress)])
+def test_a_bad_public_key_is_a_settings_error_naming_the_variable(
+        source: str, build: Callable[[Settings], object]) -> None:
+    settings = load_settings({f"HOOKLINE_{source}_PUBLIC_KEYS": "whpk_bm90LWEta2V5"})
+    with pytest.raises(SettingsError, match=f"HOOKLINE_{source}_PUBLIC_KEYS: public key #1"):
+        build(settings)
