@@ -43,7 +43,7 @@ def _projected(conn: psycopg.Connection[Any], partition: int, offset: int,
                checkpoint: int) -> str:
     row = conn.execute('SELECT outcome FROM events WHERE "partition" = %s AND "offset" = %s',
                        (partition, offset)).fetchone()
-    what = f"projected {row[0]}" if row else "projected (it holds no record)"
-    return (f"offset {offset} of partition {partition} is already projected: {what}, the "
-            f"checkpoint is at {checkpoint}; a rejection now would change nothing (to undo "
-            "its effects, fix the cause and rebuild)")
+    what = row[0] if row else "it holds no record"
+    return (f"offset {offset} of partition {partition} is already projected ({what}; the "
+            f"checkpoint is at {checkpoint}): a rejection now would change nothing; to undo "
+            "its effects, fix the cause and rebuild")

@@ -138,7 +138,7 @@ def test_a_rejection_an_operator_adds_is_obeyed_and_a_projected_offset_refused(
     assert events(db)[1] == (1, "rejected", "rejected by an operator: crashes the mapper",
                              False)
     assert scalar(db, "SELECT count(*) FROM transactions WHERE transaction_id = 'tx-2'") == 0
-    with pytest.raises(rejections.AlreadyProjected, match="projected applied"):
+    with pytest.raises(rejections.AlreadyProjected, match=r"already projected \(applied"):
         rejections.add(db, "projector", 0, 2, "too late")
 
 
