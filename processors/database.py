@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from tenacity import Retrying, before_sleep_log, retry_if_exception_type, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from processors.lifecycle import Stopper
 
@@ -27,7 +27,7 @@ class Database:
             retry=retry_if_exception_type(psycopg.OperationalError),
             wait=wait_random_exponential(multiplier=0.2, max=5),
             stop=lambda _: self.stopper.is_set(),
-            before_sleep=before_sleep_log(log, logging.WARNING),
+            before_sleep=_log_retry,
             reraise=True,
         )
         result: T = retrying(self._attempt, work)
@@ -45,3 +45,15 @@ class Database:
         except psycopg.OperationalError:
             self.conn.close()
             raise
+
+
+def _log_retry(state: RetryCallState) -> None:
+    """A connection failure as libpq words it; an error from the server by its SQLSTATE and
+    primary message only: its detail and context may quote the data being written."""
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, psycopg.Error) and exc.diag.sqlstate:
+        why = f"SQLSTATE {exc.diag.sqlstate}: {exc.diag.message_primary}"
+    else:
+        why = str(exc).splitlines()[0] if exc and str(exc) else type(exc).__name__
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.warning("Retrying in %.1f s: PostgreSQL unavailable (%s)", wait, why)

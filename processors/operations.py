@@ -1,4 +1,4 @@
-"""Operators' commands: `status`, `rebuild`, `outbox retry`, `events tail`."""
+"""Operators' commands: `status`, `rebuild`, `outbox retry`, `events tail`, `events reject`."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def add_commands(commands: Any, command: Command) -> None:
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("id", nargs="?", type=int, help="the email's id (GET /v1/outbox)")
     which.add_argument("--all-dead", action="store_true", help="every dead email")
-    events = commands.add_parser("events", help="read the log")
-    tail = events.add_subparsers(required=True, metavar="ACTION").add_parser(
+    events = commands.add_parser("events", help="read the log, reject a record ahead")
+    actions = events.add_subparsers(required=True, metavar="ACTION")
+    tail = actions.add_parser(
         "tail", help="print the log's last records, and with --follow new ones as they arrive; "
         "with several partitions, each line starts with PARTITION:OFFSET")
     tail.set_defaults(command=events_tail_command)
@@ -54,6 +55,15 @@ def add_commands(commands: Any, command: Command) -> None:
                       help="read partition K only (default every partition)")
     tail.add_argument("--json", action="store_true",
                       help="print each record exactly as the log holds it")
+    reject = actions.add_parser(
+        "reject", help="have the projector (and any rebuild) project the record at OFFSET "
+        "`rejected` with the reason, without interpreting it; only for a record not yet "
+        "projected, e.g. one that stops the projector")
+    reject.set_defaults(command=events_reject_command)
+    reject.add_argument("offset", type=int, metavar="OFFSET", help="the record's offset")
+    reject.add_argument("--partition", type=int, default=0, metavar="K",
+                        help="the record's partition (0)")
+    reject.add_argument("--reason", required=True, help="why, kept in the event trail")
 
 
 def status_command(settings: Settings, args: argparse.Namespace) -> None:
@@ -179,6 +189,35 @@ def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         engine.dispose()
     print(f"email {row['id']} ({row['template']} to {row['recipient']}) is pending again")
+
+
+def events_reject_command(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from eventlog.partitions import PROJECTOR, consumer_name, not_a_partition
+    from projections import queries, rejections
+    from projections.schema import check_reachable
+
+    reason = args.reason.strip()
+    if refusal := not_a_partition(args.partition, settings.partitions):
+        sys.exit(f"hookline: {refusal}")
+    if args.offset < 0 or not reason:
+        sys.exit("hookline: the offset must be 0 or more and the reason must not be empty")
+    check_reachable(settings)
+    (end,) = queries.read_log_ends(settings.partition(args.partition)).partitions
+    if end.end_offset is None:
+        sys.exit(f"hookline: {end.stream}: {end.error}")
+    if args.offset > end.end_offset:
+        sys.exit(f"hookline: offset {args.offset} is beyond the end of the log ({end.stream} "
+                 f"ends at offset {end.end_offset})")
+    consumer = consumer_name(PROJECTOR, args.partition, settings.partitions)
+    try:
+        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+            replaced = rejections.add(conn, consumer, args.partition, args.offset, reason)
+    except rejections.AlreadyProjected as exc:
+        sys.exit(f"hookline: {exc}")
+    print(f"offset {args.offset} of partition {args.partition} will be projected rejected "
+          f"({'reason replaced' if replaced else 'recorded'}): rejected by an operator: {reason}")
 
 
 def events_tail_command(settings: Settings, args: argparse.Namespace) -> None:

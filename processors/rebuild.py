@@ -16,7 +16,8 @@ A lock not granted within half a second rolls the swap back and it is tried agai
 never sits in a lock queue for long (API readers queue behind it) and always loses a deadlock.
 
 What a rebuild never touches: the email outbox (a replay's emails were owed already, or are
-reported by --dry-run and left to the operator: a rebuild sends nothing) and the checkpoints.
+reported by --dry-run and left to the operator: a rebuild sends nothing), the checkpoints and
+the operators' rejections (read from the live table, obeyed as the projector obeys them).
 Times of projection (when a row was written, not what happened) cannot be replayed: for every
 row the replay reproduced, they are carried over from the live row, so a rebuild that changes
 nothing gives identical tables and never restarts a payment's timeout. With several partitions
@@ -136,7 +137,8 @@ class _Feed:
         self.stream = settings.streams[index]
         self.consumer = consumer_name(CONSUMER, index, settings.partitions)  # in the new schema
         self.live = consumer_name(PROJECTOR, index, settings.partitions)
-        self.partition = Partition(index)  # the only writer of the new schema: no row locks
+        # the only writer of the new schema: no row locks; the operators' rejections are live
+        self.partition = Partition(index, rejections=(LIVE, "operator_rejections"))
         self.reader = StreamReader(settings.partition(index), 0, settings.projector_batch,
                                    self.consumer, should_stop)
         self.batches = self.reader.batches()

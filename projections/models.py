@@ -69,6 +69,16 @@ class Event(Base):
     )
 
 
+class OperatorRejection(Base):
+    """A record an operator rejected ahead of the projector: projected `rejected`, never read."""
+
+    __tablename__ = "operator_rejections"
+    partition: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reason: Mapped[str] = mapped_column(Text)
+    rejected_at: Mapped[Timestamp]
+
+
 class Transaction(Base):
     """One row per payment or transfer, whatever order its events arrived in."""
 

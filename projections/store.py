@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -11,6 +12,7 @@ from operator import attrgetter
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from eventlog.envelope import Envelope, decode
 from eventlog.reader import Record
@@ -20,6 +22,7 @@ from projections.booking_store import project_bookings
 from projections.bookings import PaymentChange
 from projections.domain import DomainEvent, PaymentEvent, Rejected
 from projections.locks import Row, lock_rows
+from projections.rejections import rejections_lock
 from projections.transactions import TransactionState
 
 log = logging.getLogger(__name__)
@@ -41,12 +44,19 @@ class _Row:
     envelope: Envelope | None
     outcome: str
     error: str | None = None
+    keep_payload: bool = True  # False when the payload itself is what PostgreSQL refused
 
 
 def load_checkpoint(conn: psycopg.Connection[Any], consumer: str) -> int:
+    checkpoint = load_checkpoint_in(conn, consumer)
+    conn.commit()
+    return checkpoint
+
+
+def load_checkpoint_in(conn: psycopg.Connection[Any], consumer: str) -> int:
+    """The checkpoint as the current transaction sees it (-1 before the first commit)."""
     row = conn.execute("SELECT last_offset FROM consumer_offsets WHERE consumer = %s",
                        (consumer,)).fetchone()
-    conn.commit()
     return -1 if row is None else int(row[0])
 
 
@@ -56,33 +66,154 @@ class Partition:
     (then rows two partitions may both change are locked before they are read)."""
     index: int = 0
     shared: bool = False
+    # the operators' rejections to obey; a rebuild, working in a schema of its own, names the
+    # live table
+    rejections: tuple[str, ...] = ("operator_rejections",)
+
+
+# what makes the projector wait and retry the batch: never a record's fault
+INFRASTRUCTURE = (psycopg.OperationalError, psycopg.InterfaceError, CheckpointMoved)
 
 
 def project_batch(conn: psycopg.Connection[Any], consumer: str, records: Sequence[Record],
                   expected: int, interpreters: Mapping[str, Interpreter],
                   booking_ttl: int = 15 * 60, partition: Partition = Partition()) -> Counter[str]:
-    """Apply records in offset order and advance the checkpoint from `expected`; commit."""
+    """Apply records in offset order and advance the checkpoint from `expected`; commit.
+
+    A batch that fails on anything but the infrastructure is projected again in savepoints,
+    halved until the record that fails is alone, and that record is `rejected` with its
+    reason: whatever a record holds, the checkpoint moves past it."""
     now = datetime.now(UTC)
+    step = _Step(interpreters, timedelta(seconds=booking_ttl), partition, now)
+    try:
+        with conn.transaction():
+            rejections = _begin(conn, consumer, records, partition)
+            rows = _project(conn, records, rejections, step)
+            _advance(conn, consumer, expected, records[-1].offset)
+        return Counter(row.outcome for row in rows)
+    except INFRASTRUCTURE:
+        raise
+    except Exception as exc:  # a record's doing, or a bug: find which record, keep moving
+        log.warning("%s: batch of offsets %d-%d of partition %d failed (%s): projecting it "
+                    "again in parts, to reject the failing record", consumer, records[0].offset,
+                    records[-1].offset, partition.index, failure_kind(exc))
     with conn.transaction():
-        # every read here is a key lookup; during a fast replay the tables grow faster than
-        # autovacuum re-analyses them, and stale statistics would pick whole-table scans.
-        # JIT would compile each small statement (tens of ms) once costs look that high.
-        conn.execute("SELECT set_config('enable_seqscan', 'off', true), "
-                     "set_config('jit', 'off', true)")
-        envelopes = [_decode(record) for record in records]
-        seen = _already_projected(conn, [e.id for _, e in envelopes if e is not None])
-        rows, effects = _interpret(envelopes, seen, interpreters)
-        locked = lock_rows(conn, _named_rows(effects), set()) if partition.shared else set()
-        changes = _apply_transactions(conn, effects, now)
-        if partition.shared:  # bookings their stored payments name, known only now
-            lock_rows(conn, {("booking", c.after.booking_reference) for c in changes
-                             if c.after.booking_reference}, locked)
-        project_bookings(conn, effects, changes,
-                         {row.offset: row.envelope for row in rows if row.envelope is not None},
-                         now, timedelta(seconds=booking_ttl))
-        _insert_events(conn, rows, now, partition.index)
+        rejections = _begin(conn, consumer, records, partition)
+        if load_checkpoint_in(conn, consumer) != expected:
+            raise CheckpointMoved(f"checkpoint of {consumer!r} is no longer {expected}")
+        outcomes = _project_isolating(conn, records, rejections, step)
         _advance(conn, consumer, expected, records[-1].offset)
-    return Counter(row.outcome for row in rows)
+    return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What projecting a batch needs besides the records."""
+    interpreters: Mapping[str, Interpreter]
+    booking_ttl: timedelta
+    partition: Partition
+    now: datetime
+
+
+def _begin(conn: psycopg.Connection[Any], consumer: str, records: Sequence[Record],
+           partition: Partition) -> dict[int, str]:
+    """Tune the transaction, take the rejections lock, and read the batch's rejections."""
+    # every read here is a key lookup; during a fast replay the tables grow faster than
+    # autovacuum re-analyses them, and stale statistics would pick whole-table scans.
+    # JIT would compile each small statement (tens of ms) once costs look that high.
+    conn.execute("SELECT set_config('enable_seqscan', 'off', true), "
+                 "set_config('jit', 'off', true), pg_advisory_xact_lock(%s)",
+                 (rejections_lock(consumer),))
+    cursor = conn.execute(sql.SQL(
+        'SELECT "offset", reason FROM {} WHERE "partition" = %s AND "offset" BETWEEN %s AND %s'
+    ).format(sql.Identifier(*partition.rejections)),
+        (partition.index, records[0].offset, records[-1].offset))
+    return {int(offset): reason for offset, reason in cursor}
+
+
+def _project(conn: psycopg.Connection[Any], records: Sequence[Record],
+             rejections: Mapping[int, str], step: _Step) -> list[_Row]:
+    """Write what the records mean and their events rows; no checkpoint, no commit."""
+    partition = step.partition
+    envelopes = [_decode(record) for record in records]
+    seen = _already_projected(conn, [e.id for _, e in envelopes if e is not None])
+    rows, effects = _interpret(envelopes, seen, step.interpreters, rejections)
+    locked = lock_rows(conn, _named_rows(effects), set()) if partition.shared else set()
+    changes = _apply_transactions(conn, effects, step.now)
+    if partition.shared:  # bookings their stored payments name, known only now
+        lock_rows(conn, {("booking", c.after.booking_reference) for c in changes
+                         if c.after.booking_reference}, locked)
+    project_bookings(conn, effects, changes,
+                     {row.offset: row.envelope for row in rows if row.envelope is not None},
+                     step.now, step.booking_ttl)
+    _insert_events(conn, rows, step.now, partition.index)
+    return rows
+
+
+def _project_isolating(conn: psycopg.Connection[Any], records: Sequence[Record],
+                       rejections: Mapping[int, str], step: _Step) -> Counter[str]:
+    """Project records in a savepoint; if that fails, each half the same way, down to the one
+    record that fails, which is `rejected` with the reason (the same result as one record at a
+    time, found in a few attempts instead of one per record)."""
+    try:
+        with conn.transaction():
+            return Counter(row.outcome for row in _project(conn, records, rejections, step))
+    except INFRASTRUCTURE:
+        raise
+    except Exception as exc:
+        if len(records) > 1:
+            half = len(records) // 2
+            return (_project_isolating(conn, records[:half], rejections, step)
+                    + _project_isolating(conn, records[half:], rejections, step))
+        failure = exc
+    log.warning("offset %d of partition %d rejected: projecting it failed (%s)",
+                records[0].offset, step.partition.index, failure_kind(failure))
+    _write_rejected(conn, records[0], _reason(failure), step)
+    return Counter(rejected=1)
+
+
+def _write_rejected(conn: psycopg.Connection[Any], record: Record, reason: str,
+                    step: _Step) -> None:
+    """The record's events row, `rejected`: without its payload if the payload cannot be
+    stored, as an unreadable record if even its header cannot; the log keeps it whole."""
+    offset, envelope = _decode(record)
+    attempts = [_Row(offset, envelope, "rejected", reason)]
+    if envelope is not None:  # then without the payload, then as a record not understood
+        attempts += [
+            _Row(offset, envelope, "rejected", f"{reason}; the payload could not be stored "
+                 "(the log keeps the record)", keep_payload=False),
+            _Row(offset, None, "rejected", f"{reason}; its header could not be stored either "
+                 "(the log keeps the record)")]
+    for row in attempts:
+        try:
+            with conn.transaction():
+                _insert_events(conn, [row], step.now, step.partition.index)
+            return
+        except INFRASTRUCTURE:
+            raise
+        except psycopg.Error as exc:
+            if row is attempts[-1]:
+                raise
+            log.warning("offset %d of partition %d: its events row cannot be stored (%s)",
+                        offset, step.partition.index, failure_kind(exc))
+
+
+def failure_kind(exc: BaseException) -> str:
+    """An exception as a log line may show it: its class and SQLSTATE, never its message
+    (PostgreSQL's quotes the data, a Python one may too)."""
+    sqlstate = exc.diag.sqlstate if isinstance(exc, psycopg.Error) else None
+    if sqlstate:
+        return f"SQLSTATE {sqlstate} {type(exc).__name__}"
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    return type(exc).__name__ + "".join(f" at {f.filename}:{f.lineno}" for f in where)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a record was rejected, for events.error: PostgreSQL's primary message, which holds
+    no data (unlike its detail and context), or the exception's own."""
+    if isinstance(exc, psycopg.Error) and exc.diag.sqlstate:
+        return f"projection failed: SQLSTATE {exc.diag.sqlstate}: {exc.diag.message_primary}"
+    return f"projection failed: {type(exc).__name__}: {exc}"[:1000]
 
 
 def _decode(record: Record) -> tuple[int, Envelope | None]:
@@ -99,18 +230,23 @@ def _already_projected(conn: psycopg.Connection[Any], ids: list[str]) -> set[str
 
 
 def _interpret(envelopes: Iterable[tuple[int, Envelope | None]], seen: set[str],
-               interpreters: Mapping[str, Interpreter],
+               interpreters: Mapping[str, Interpreter], rejections: Mapping[int, str],
                ) -> tuple[list[_Row], list[tuple[int, str, DomainEvent]]]:
     rows: list[_Row] = []
     effects: list[tuple[int, str, DomainEvent]] = []
     for offset, envelope in envelopes:
+        refused = rejections.get(offset)
+        refusal = None if refused is None else f"rejected by an operator: {refused}"
         if envelope is None:
-            rows.append(_Row(offset, None, "rejected", "the record is not an envelope"))
+            rows.append(_Row(offset, None, "rejected", refusal or "the record is not an envelope"))
             continue
         if envelope.id in seen:
-            rows.append(_Row(offset, envelope, "duplicate"))
+            rows.append(_Row(offset, envelope, "duplicate", refusal))
             continue
         seen.add(envelope.id)
+        if refusal is not None:  # never interpreted: that may be what the operator avoids
+            rows.append(_Row(offset, envelope, "rejected", refusal))
+            continue
         try:
             events = _events_of(envelope, interpreters)
         except Rejected as exc:
@@ -130,7 +266,8 @@ def _events_of(envelope: Envelope, interpreters: Mapping[str, Interpreter]) -> l
     except Rejected:
         raise
     except Exception as exc:  # a mapping bug: record it, keep the log moving, fix and replay
-        log.exception("cannot interpret id=%s source=%s", envelope.id, envelope.source)
+        log.error("cannot interpret id=%s source=%s: %s", envelope.id, envelope.source,
+                  failure_kind(exc))  # the message may quote the payload: events.error has it
         raise Rejected(f"interpretation failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -191,7 +328,7 @@ def _event_row(row: _Row, now: datetime, partition: int) -> tuple[Any, ...]:
                 row.outcome, row.error, None)
     return (row.offset, partition, envelope.id, envelope.source, envelope.type,
             envelope.subject, envelope.received_at, now, row.outcome, row.error,
-            envelope.raw_payload.decode())
+            envelope.raw_payload.decode() if row.keep_payload else None)
 
 
 def _advance(conn: psycopg.Connection[Any], consumer: str, expected: int, last: int) -> None:

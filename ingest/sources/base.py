@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol, TypeVar
 
-import orjson
-
+from eventlog import payloads
 from eventlog.envelope import Envelope
 from projections.domain import DomainEvent, Rejected
 
@@ -48,14 +47,15 @@ class Interpreter(Protocol):
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse strictly (UTF-8, no NaN, bounded depth) what the event store can keep."""
+    """Parse as strictly as the projector re-reads and the event store keeps (eventlog.payloads):
+    what is accepted here can always be projected."""
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadInvalid(f"the body is not valid JSON: {exc}") from None
-    if b"\\u0000" in body:
-        raise PayloadInvalid("the body contains a \\u0000 escape, which cannot be stored")
-    return payload
+        return payloads.parse(body)
+    except payloads.PayloadRefused as refused:
+        if not refused.path:
+            raise PayloadInvalid(f"the body {refused.message}") from None
+        raise PayloadInvalid(f"the body cannot be kept: {refused.field} {refused.message}",
+                             {refused.field: [refused.message]}) from None
 
 
 def require_object(payload: Any) -> dict[str, Any]:

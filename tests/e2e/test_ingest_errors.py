@@ -205,6 +205,34 @@ def test_a_body_that_is_not_an_object_is_422(ingest: Pipeline, body: bytes) -> N
     assert answer["fields"] == {"_schema": ["Expected a JSON object."]}
 
 
+@pytest.mark.parametrize("number", ["0e-99999", "1e-16384", "1.0e-16383", "-0.0e-20000"])
+def test_a_number_the_event_store_cannot_keep_is_422_naming_its_field(
+        ingest: Pipeline, number: str) -> None:
+    # valid JSON, in a field hookline never reads: a 202 here stopped every projection
+    body = orjson.dumps(transaction("poison", metadata={"x": "NUMBER"})).replace(
+        b'"NUMBER"', number.encode())
+    answer = refused(send_signed(ingest, body), 422, "invalid_payload")
+    assert list(answer["fields"]) == ["metadata.x"]
+    assert "cannot store" in answer["fields"]["metadata.x"][0]
+
+
+@pytest.mark.parametrize("number", ["1e-16383", "0e99999", "1e308", "-1.5e-16382"])
+def test_a_number_at_the_event_stores_limits_is_accepted(ingest: Pipeline, number: str) -> None:
+    body = orjson.dumps(transaction(f"edge-{number}", metadata={
+        "x": "NUMBER"})).replace(b'"NUMBER"', number.encode())
+    assert send_signed(ingest, body).status_code == 202
+
+
+def test_a_body_nested_deeper_than_the_projector_reads_is_422(ingest: Pipeline) -> None:
+    # orjson reads 1024 levels; the projector's exact parse and the ingress limit agree on less
+    body = orjson.dumps(transaction("deep", metadata={"x": "DEEP"})).replace(
+        b'"DEEP"', b"[" * 930 + b"]" * 930)
+    answer = refused(send_signed(ingest, body), 422, "invalid_payload")
+    (field,) = answer["fields"]
+    assert field.startswith("metadata.x.0.0")
+    assert "nested deeper than" in answer["fields"][field][0]
+
+
 INVALID_FIELDS = [
     ({"transaction_id": ""}, "transaction_id"),
     ({"transaction_id": "x" * 129}, "transaction_id"),
