@@ -231,6 +231,9 @@ def test_one_slim_non_root_image_installs_hookline_with_pip() -> None:
     assert instructions[user] == "USER hookline"
     assert user > max(i for i, line in enumerate(instructions) if line.startswith("RUN "))
     assert any("pip install" in line and "." in line.split() for line in instructions)
+    installs = [line for line in instructions if "pip install" in line]
+    assert installs[0] == "RUN pip install --require-hashes -r requirements.lock"
+    assert all("--require-hashes" in line or "--no-deps" in line for line in installs)
     assert instructions[-1].startswith('CMD ["hookline"')
     copied = [line.split()[1] for line in instructions if line.startswith("COPY ")]
     assert all((ROOT / source).exists() for source in copied)
