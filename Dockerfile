@@ -10,14 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin hookline
 
 WORKDIR /app
-# dependencies first, so that a code change does not reinstall them
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# dependencies first, so that a code change does not reinstall them: exactly the pinned
+# versions of the lock, each file checked against its hash (scripts/lock writes it)
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
-COPY alembic.ini ./
+COPY pyproject.toml alembic.ini ./
 COPY migrations migrations
 COPY eventlog eventlog
 COPY ingest ingest

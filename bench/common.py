@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+BENCH_TOKEN = "bench-operator-token-0001"
 
 
 @contextmanager
@@ -35,7 +36,7 @@ def scratch(prefix: str, partitions: int = 1) -> Iterator[Settings]:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     settings = Settings(database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
                         amqp_url=AMQP_URL, stream=f"bench.{name}", partitions=partitions,
-                        operator_tokens=("bench",))
+                        operator_tokens=(BENCH_TOKEN,))
     migrate(settings)
     try:
         yield settings
@@ -54,7 +55,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     env.update({"HOOKLINE_DATABASE_URL": settings.database_url,
                 "HOOKLINE_AMQP_URL": settings.amqp_url, "HOOKLINE_STREAM": settings.stream,
                 "HOOKLINE_PARTITIONS": str(settings.partitions),
-                "HOOKLINE_OPERATOR_TOKENS": "bench", "HOOKLINE_LOG_LEVEL": "WARNING"})
+                "HOOKLINE_OPERATOR_TOKENS": BENCH_TOKEN, "HOOKLINE_LOG_LEVEL": "WARNING"})
     env.update(extra)
     return env
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import os
 import re
@@ -18,6 +20,15 @@ T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_SECRET_BYTES = 16  # 128 bits: a shorter HMAC key or token can be guessed
+# Values anyone can read (shipped once in deploy/secrets/, or marked as `hookline up`'s own):
+# a process takes them only when HOOKLINE_ENV=development.
+DEVELOPMENT_MARK = "hookline-dev-"
+_WELL_KNOWN = frozenset({
+    "dev-operator-token", "whsec_hookline-dev-stripe",
+    "whsec_aG9va2xpbmUtZGV2LWJvb2tpbmdzLXNlY3JldC0zMmI=",
+    "whsec_aG9va2xpbmUtZGV2LXRyYW5zYWN0aW9ucy1zZWNyZXQ=",
+})
 
 
 class SettingsError(Exception):
@@ -44,6 +55,8 @@ class Settings:
     bookings_public_keys: tuple[str, ...] = ()
     transactions_public_keys: tuple[str, ...] = ()
     operator_tokens: tuple[str, ...] = ()
+    metrics_tokens: tuple[str, ...] = ()
+    development: bool = False
     booking_ttl: int = 15 * 60
     payment_timeout: int = 3 * 86400
     max_body_bytes: int = 256 * 1024
@@ -93,7 +106,9 @@ def mask_url(url: str) -> str:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from HOOKLINE_* variables, raising SettingsError on the first bad one."""
     env = os.environ if env is None else env
-    read = _Reader(env)
+    development = _Reader(env, True).parsed("HOOKLINE_ENV", False, _environment,
+                                             "production or development")
+    read = _Reader(env, development)
     return Settings(
         amqp_url=read.parsed("HOOKLINE_AMQP_URL", Settings.amqp_url, _amqp_url,
                              "an amqp:// or amqps:// URL", secret=True),
@@ -118,11 +133,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         chapa_secrets=read.secrets("HOOKLINE_CHAPA_SECRETS"),
         chapa_secret_only_signatures=read.parsed(
             "HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES", False, _allow, "allow or refuse"),
-        bookings_secrets=read.secrets("HOOKLINE_BOOKINGS_SECRETS"),
-        transactions_secrets=read.secrets("HOOKLINE_TRANSACTIONS_SECRETS"),
+        bookings_secrets=read.secrets("HOOKLINE_BOOKINGS_SECRETS", standard=True),
+        transactions_secrets=read.secrets("HOOKLINE_TRANSACTIONS_SECRETS", standard=True),
         bookings_public_keys=read.secrets("HOOKLINE_BOOKINGS_PUBLIC_KEYS"),
         transactions_public_keys=read.secrets("HOOKLINE_TRANSACTIONS_PUBLIC_KEYS"),
         operator_tokens=read.secrets("HOOKLINE_OPERATOR_TOKENS"),
+        metrics_tokens=read.secrets("HOOKLINE_METRICS_TOKENS"),
+        development=development,
         booking_ttl=read.parsed("HOOKLINE_BOOKING_TTL", Settings.booking_ttl, parse_duration,
                                 "a duration such as 900, 900s, 15m, 2h or 3d"),
         payment_timeout=read.parsed("HOOKLINE_PAYMENT_TIMEOUT", Settings.payment_timeout,
@@ -158,8 +175,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], development: bool) -> None:
         self.env = env
+        self.development = development
+
+    def where(self, name: str) -> str:
+        """The variable a value was read from: NAME_FILE when that is set, else NAME."""
+        return f"{name}_FILE" if self.env.get(f"{name}_FILE") else name
 
     def raw(self, name: str) -> str | None:
         """The variable's value, or the content of the file named by NAME_FILE."""
@@ -190,18 +212,55 @@ class _Reader:
         value = self.raw(name)
         return default if value is None else self._parse(name, value, parse, expected, secret)
 
-    def secrets(self, name: str) -> tuple[str, ...]:
-        value = self.raw(name) or ""
-        return tuple(part.strip() for part in value.split(",") if part.strip())
+    def secrets(self, name: str, standard: bool = False) -> tuple[str, ...]:
+        """Comma-separated secrets; set at all, each must be a real one (fail closed)."""
+        if name not in self.env and not self.env.get(f"{name}_FILE"):
+            return ()  # not configured
+        where, value = self.where(name), self.raw(name) or ""
+        items = tuple(part.strip() for part in value.split(","))
+        if not any(items):
+            raise SettingsError(f"{where} is set but holds no secret; give at least one of "
+                                f"{MIN_SECRET_BYTES} bytes or more, or unset it")
+        for position, item in enumerate(items, 1):
+            check_secret(where, position, item, standard)
+            self.refuse_well_known(where, item)
+        return items
 
-    @staticmethod
-    def _parse(name: str, value: str, parse: Callable[[str], T], expected: str,
+    def refuse_well_known(self, where: str, value: str) -> None:
+        if not self.development and (value in _WELL_KNOWN or DEVELOPMENT_MARK in value):
+            raise SettingsError(f"{where} holds a well-known development value; generate a "
+                                "real one (deploy/make-secrets), or set HOOKLINE_ENV=development "
+                                "on a development machine")
+
+    def _parse(self, name: str, value: str, parse: Callable[[str], T], expected: str,
                secret: bool) -> T:
         try:
-            return parse(value)
+            parsed = parse(value)
         except ValueError:
             shown = "the value given" if secret else repr(value)
             raise SettingsError(f"{name} must be {expected}; got {shown}") from None
+        if secret:  # a URL: its password may be one of the shipped ones
+            self.refuse_well_known(self.where(name), urlsplit(value).password or "")
+        return parsed
+
+
+def check_secret(where: str, position: int, secret: str, standard: bool) -> None:
+    """SettingsError naming the variable (never the value) for an empty or short secret."""
+    if not secret:
+        raise SettingsError(f"{where} has an empty item (#{position}); secrets are "
+                            "comma-separated, with nothing between two commas or at either end")
+    key = secret.encode()
+    if standard:  # Standard Webhooks: the key is the base64 after `whsec_`
+        text = secret.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise SettingsError(f"{where}: secret #{position} is not valid base64") from None
+    if len(key) < MIN_SECRET_BYTES:
+        noun = "tokens" if where.removesuffix("_FILE").endswith("TOKENS") else "secrets"
+        decoded = " once decoded" if standard else ""
+        raise SettingsError(f"{where} must hold {noun} of at least {MIN_SECRET_BYTES} bytes "
+                            f"each{decoded}; #{position} is shorter")
 
 
 def parse_duration(value: str) -> int:
@@ -231,6 +290,12 @@ def _positive_float(value: str) -> float:
     if not 0 < number < math.inf:
         raise ValueError(value)
     return number
+
+
+def _environment(value: str) -> bool:
+    if value.strip() not in {"production", "development"}:
+        raise ValueError(value)
+    return value.strip() == "development"
 
 
 def _boolean(value: str) -> bool:

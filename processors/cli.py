@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from eventlog.settings import Settings, SettingsError, load_settings
+from processors.logformat import LineFormatter
 
 log = logging.getLogger("hookline")
 
@@ -23,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                  f"or ERROR; got {level!r}")
     handler = logging.StreamHandler()
     # the web servers' filter sets `request` (" request_id=…") on lines about a request
-    handler.setFormatter(logging.Formatter(
+    handler.setFormatter(LineFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s%(request)s", defaults={"request": ""}))
     logging.basicConfig(level=level, handlers=[handler])
     # pika logs a refused connection with a traceback; ours says it in one line with the URL
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from eventlog.topology import BrokerUnreachable
     from projections.schema import DatabaseUnreachable
 
+    if args.command is up:  # the development runner: it and its children are development
+        os.environ.setdefault("HOOKLINE_ENV", "development")
     try:
         settings = load_settings()
         args.command(settings, args)

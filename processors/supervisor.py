@@ -16,7 +16,7 @@ from types import FrameType
 
 import orjson
 
-from eventlog.settings import Settings, mask_url
+from eventlog.settings import DEVELOPMENT_MARK, Settings, mask_url
 
 log = logging.getLogger(__name__)
 DEV_MAIL_FOLDER = "var/mail"
@@ -45,9 +45,9 @@ class Child:
 
 def run_pipeline(settings: Settings) -> None:
     env = dict(os.environ)
-    token = settings.operator_tokens[0] if settings.operator_tokens else None
-    if token is None:
-        token = "dev-" + secrets.token_urlsafe(18)
+    token = None  # a configured token is never printed: only one made here for this run
+    if not settings.operator_tokens:
+        token = DEVELOPMENT_MARK + secrets.token_urlsafe(18)
         env["HOOKLINE_OPERATOR_TOKENS"] = token
     hookline = [sys.executable, "-m", "processors.cli"]
     children = [Child("ingest", [*hookline, "ingest"]), Child("projector", [*hookline, "project"]),
@@ -131,7 +131,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def banner(settings: Settings, token: str) -> str:
+def banner(settings: Settings, token: str | None) -> str:
     ingest, api = f"http://{settings.ingest_bind}", f"http://{settings.api_bind}"
     body = orjson.dumps(SAMPLE).decode()
     headers = ["-H 'Content-Type: application/json'"]
@@ -154,12 +154,14 @@ def banner(settings: Settings, token: str) -> str:
         f"http://{settings.scheduler_metrics_bind}/metrics",
         "  emails        " + (mask_url(settings.smtp_url) if settings.smtp_url
                                else f"kept as .eml files in {DEV_MAIL_FOLDER}/"),
-        f"  operator token (development): {token}",
+        f"  operator token (made for this run): {token}" if token else
+        "  operator token: one of HOOKLINE_OPERATOR_TOKENS (not shown)",
         "",
         "Post a sample webhook:",
         f"  curl -i -X POST {ingest}/v1/webhooks/transactions "
         + " ".join(headers) + f" -d {shlex.quote(body)}",
         "Then read it back:",
-        f"  curl -s -H 'Authorization: Bearer {token}' {api}/v1/transactions/tx-demo-1",
+        f"  curl -s -H 'Authorization: Bearer {token or '<your operator token>'}' "
+        f"{api}/v1/transactions/tx-demo-1",
         "",
     ])

@@ -28,7 +28,7 @@ from ingest.sources.base import Interpreter
 from projections import queries
 
 log = logging.getLogger(__name__)
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 MAX_BIGINT = 2**63 - 1
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -368,12 +368,15 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     api.register_field(Cursor, "string", None)
     tokens = [token.encode() for token in settings.operator_tokens]
+    # a scraper's token reads /metrics and nothing else
+    scrapers = tokens + [token.encode() for token in settings.metrics_tokens]
 
     @app.before_request
     def authenticate() -> Response | None:
         if request.path in PUBLIC_PATHS:
             return None
-        if not _token_valid(request.headers.get("Authorization", ""), tokens):
+        allowed = scrapers if request.path == "/metrics" else tokens
+        if not _token_valid(request.headers.get("Authorization", ""), allowed):
             return json_response(401, {"error": "unauthorized",
                                        "detail": "send a valid operator token as "
                                                  "'Authorization: Bearer <token>'"},

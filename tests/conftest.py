@@ -23,7 +23,7 @@ from tests.faults.fixtures import (  # noqa: F401  (fixtures, registered here to
     private_stream,
 )
 from tests.mailbox import Mailbox
-from tests.processes import Pipeline, free_port, running_pipeline
+from tests.processes import TOKEN, Pipeline, free_port, running_pipeline
 
 PG_ADMIN = os.environ.get("HOOKLINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("HOOKLINE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -87,7 +87,7 @@ def settings(database_url: str, stream: str) -> Settings:
         "HOOKLINE_DATABASE_URL": database_url,
         "HOOKLINE_AMQP_URL": AMQP_URL,
         "HOOKLINE_STREAM": stream,
-        "HOOKLINE_OPERATOR_TOKENS": "test-token",
+        "HOOKLINE_OPERATOR_TOKENS": TOKEN,
     })
 
 

@@ -18,7 +18,7 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 T = TypeVar("T")
-TOKEN = "test-token"
+TOKEN = "test-operator-token-0001"
 
 
 class NotYet(AssertionError):

@@ -42,6 +42,18 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
+def make_secrets(folder: Path) -> Path:
+    """Run deploy/make-secrets into `folder`; the repository ships no secret of its own."""
+    subprocess.run([str(DEPLOY / "make-secrets"), str(folder)], check=True, capture_output=True,
+                   timeout=30)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_secrets(tmp_path_factory.mktemp("deploy") / "secrets")
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return load_yaml(ROOT / "compose.yaml")  # type: ignore[no-any-return]
@@ -105,7 +117,7 @@ def test_every_hookline_service_runs_a_real_hookline_command(compose: dict[str, 
 
 
 def test_every_file_setting_points_at_a_secret_the_service_mounts(
-        compose: dict[str, Any]) -> None:
+        compose: dict[str, Any], made_secrets: Path) -> None:
     declared = compose["secrets"]
     file_settings = 0
     for name, service in compose["services"].items():
@@ -117,7 +129,8 @@ def test_every_file_setting_points_at_a_secret_the_service_mounts(
                 assert value in mounted, f"{name}: {variable} names {value}, not a secret"
     assert file_settings >= 10
     for secret in declared.values():
-        assert (ROOT / secret["file"]).is_file(), secret["file"]
+        assert secret["file"].startswith("./deploy/secrets/"), secret["file"]
+        assert (made_secrets / Path(secret["file"]).name).is_file(), secret["file"]
 
 
 def test_every_hookline_variable_in_compose_is_a_setting_hookline_reads(
@@ -177,21 +190,34 @@ def check_secrets(compose: dict[str, Any], secrets_dir: Path) -> None:
                                     "@postgres:5432/hookline")
 
 
-def test_the_shipped_secrets_agree_with_each_other_and_load_as_settings(
-        compose: dict[str, Any]) -> None:
-    check_secrets(compose, DEPLOY / "secrets")
+def test_the_repository_ships_no_secret_values() -> None:
+    tracked = subprocess.run(["git", "ls-files", "deploy/secrets"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.split()
+    assert tracked == ["deploy/secrets/.gitignore"]
+
+
+def test_made_secrets_agree_with_each_other_and_load_as_production_settings(
+        compose: dict[str, Any], made_secrets: Path) -> None:
+    check_secrets(compose, made_secrets)  # HOOKLINE_ENV unset: no well-known value passes
 
 
 def test_make_secrets_replaces_every_secret_with_consistent_random_values(
-        compose: dict[str, Any], tmp_path: Path) -> None:
-    shutil.copytree(DEPLOY / "secrets", tmp_path / "secrets")
-    shutil.copy(DEPLOY / "make-secrets", tmp_path / "make-secrets")
-    subprocess.run([str(tmp_path / "make-secrets")], check=True, capture_output=True, timeout=30)
-
+        compose: dict[str, Any], made_secrets: Path, tmp_path: Path) -> None:
+    shutil.copytree(made_secrets, tmp_path / "secrets")
+    make_secrets(tmp_path / "secrets")
     check_secrets(compose, tmp_path / "secrets")
-    for path in (DEPLOY / "secrets").iterdir():
+    for path in made_secrets.iterdir():
         if path.name != "smtp_url":
             assert (tmp_path / "secrets" / path.name).read_text() != path.read_text(), path.name
+
+
+def test_made_metrics_token_is_one_token_fit_for_prometheus(made_secrets: Path) -> None:
+    token = (made_secrets / "metrics_token").read_text().strip()
+    settings = load_settings({"HOOKLINE_METRICS_TOKENS_FILE": str(made_secrets / "metrics_token")})
+    assert settings.metrics_tokens == (token,)
+    job = next(job for job in load_yaml(DEPLOY / "prometheus.yml")["scrape_configs"]
+               if job["job_name"] == "api")
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "secrets/metrics_token"}
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------
@@ -205,6 +231,9 @@ def test_one_slim_non_root_image_installs_hookline_with_pip() -> None:
     assert instructions[user] == "USER hookline"
     assert user > max(i for i, line in enumerate(instructions) if line.startswith("RUN "))
     assert any("pip install" in line and "." in line.split() for line in instructions)
+    installs = [line for line in instructions if "pip install" in line]
+    assert installs[0] == "RUN pip install --require-hashes -r requirements.lock"
+    assert all("--require-hashes" in line or "--no-deps" in line for line in installs)
     assert instructions[-1].startswith('CMD ["hookline"')
     copied = [line.split()[1] for line in instructions if line.startswith("COPY ")]
     assert all((ROOT / source).exists() for source in copied)
@@ -238,8 +267,11 @@ def served_port(service: dict[str, Any]) -> int:
 
 
 def test_prometheus_scrapes_every_process_where_it_serves_metrics(
-        compose: dict[str, Any]) -> None:
-    promtool("check", "config", "prometheus.yml", cwd=DEPLOY)
+        compose: dict[str, Any], made_secrets: Path) -> None:
+    # beside the secrets make-secrets wrote, as in the container: promtool reads the token file
+    for name in ("prometheus.yml", "alerts.yml"):
+        shutil.copy(DEPLOY / name, made_secrets.parent / name)
+    promtool("check", "config", "prometheus.yml", cwd=made_secrets.parent)
     jobs = {job["job_name"]: job for job in load_yaml(DEPLOY / "prometheus.yml")["scrape_configs"]}
     for name, service in hookline_services(compose):
         if name == "migrate":

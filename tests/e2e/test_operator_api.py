@@ -27,6 +27,7 @@ from tests.processes import TOKEN, Pipeline, running_pipeline
 
 Row = dict[str, Any]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+METRICS_TOKEN = "test-metrics-token-0001"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def seeded(template_database: str, tmp_path_factory: pytest.TempPathFactory
             sql.Identifier(name), sql.Identifier(template_database)))
     url = _db_url(name)
     env = {"HOOKLINE_DATABASE_URL": url, "HOOKLINE_AMQP_URL": AMQP_URL,
-           "HOOKLINE_STREAM": f"hookline.test.{uuid.uuid4().hex[:12]}", "HOOKLINE_PARTITIONS": "2"}
+           "HOOKLINE_STREAM": f"hookline.test.{uuid.uuid4().hex[:12]}", "HOOKLINE_PARTITIONS": "2",
+           "HOOKLINE_METRICS_TOKENS": METRICS_TOKEN}
     try:
         with psycopg.connect(url.replace("+psycopg", ""), autocommit=True,
                              row_factory=dict_row) as db:
@@ -224,7 +226,7 @@ def test_no_route_answers_without_a_valid_token_and_unknown_ids_are_json_404s(
             assert answer.status_code == 401, (method, path, header)
             assert answer.json()["error"] == "unauthorized"
             assert answer.headers["WWW-Authenticate"] == "Bearer"
-    for path in ("/healthz", "/readyz", "/metrics"):
+    for path in ("/healthz", "/readyz"):
         assert api.http.get(f"{api.api_url}{path}", timeout=10).status_code == 200
     for path in ("/v1/transactions/tx-none", "/v1/bookings/BK-none", "/v1/events/999999",
                  "/v1/events/999999?partition=1",
@@ -234,6 +236,20 @@ def test_no_route_answers_without_a_valid_token_and_unknown_ids_are_json_404s(
         assert answer.json()["error"] == "not_found"
     assert api.http.post(f"{api.api_url}/v1/outbox/999999/retry", timeout=10,
                          headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+
+
+def test_metrics_on_the_api_port_need_an_operator_or_a_metrics_token(
+        seeded: tuple[Pipeline, psycopg.Connection[Row]]) -> None:
+    api, _ = seeded
+    for token in (None, "wrong-token-of-some-length", METRICS_TOKEN[:-1]):
+        answer = api.get("/metrics", token=token)
+        assert answer.status_code == 401, token
+        assert "hookline_" not in answer.text
+    for token in (TOKEN, METRICS_TOKEN):
+        answer = api.get("/metrics", token=token)
+        assert answer.status_code == 200, token
+        assert answer.headers["Content-Type"].startswith("text/plain")
+    assert api.get("/v1/status", token=METRICS_TOKEN).status_code == 401  # metrics only
 
 
 def test_an_event_is_served_with_its_payload_as_stored_numbers_exact(

@@ -28,8 +28,10 @@ from tests.conftest import AMQP_URL, PG_ADMIN
 from tests.processes import Pipeline, eventually, running_pipeline
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
-STRIPE_OLD, STRIPE_NEW, STRIPE_UNKNOWN = "whsec_e2e_old", "whsec_e2e_new", "whsec_e2e_never"
-CHAPA_OLD, CHAPA_NEW, CHAPA_UNKNOWN = "chapa-e2e-old", "chapa-e2e-new", "chapa-e2e-never"
+STRIPE_OLD, STRIPE_NEW, STRIPE_UNKNOWN = ("whsec_e2e_old_secret_0001", "whsec_e2e_new_secret_0001",
+                                         "whsec_e2e_never_secret_0001")
+CHAPA_OLD, CHAPA_NEW, CHAPA_UNKNOWN = ("chapa-e2e-old-secret-0001", "chapa-e2e-new-secret-0001",
+                                      "chapa-e2e-never-secret-0001")
 MAX_BODY = 64 * 1024
 Row = dict[str, Any]
 

@@ -29,7 +29,7 @@ from tests.e2e.test_payment_providers import OPENAPI, fixture, stripe_event
 from tests.mailbox import Mailbox
 from tests.processes import Pipeline, eventually, free_port, running_pipeline, scalar
 
-STRIPE, CHAPA = "whsec_rebuild", "chapa-rebuild"
+STRIPE, CHAPA = "whsec_rebuild_secret_0001", "chapa-rebuild-secret-0001"
 TABLES = {"events": ("offset", "partition"), "transactions": ("transaction_id",),
           "bookings": ("reference",), "email_outbox": ("id",), "consumer_offsets": ("consumer",)}
 

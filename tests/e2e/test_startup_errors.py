@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import subprocess
 import sys
@@ -82,6 +83,52 @@ def test_a_malformed_webhook_secret_is_named_without_its_value() -> None:
     line = fails_in_one_sentence("ingest", {"HOOKLINE_TRANSACTIONS_SECRETS": secret})
     assert "HOOKLINE_TRANSACTIONS_SECRETS" in line
     assert "not valid base64" in line
+
+
+@pytest.mark.parametrize(("command", "variable", "value", "expected"), [
+    ("ingest", "HOOKLINE_TRANSACTIONS_SECRETS", ",", "is set but holds no secret"),
+    ("ingest", "HOOKLINE_TRANSACTIONS_SECRETS", " , ", "is set but holds no secret"),
+    ("ingest", "HOOKLINE_CHAPA_SECRETS", f"chapa-{PASSWORD}-0123456789,", "has an empty item"),
+    ("ingest", "HOOKLINE_STRIPE_SECRETS", "x", "must hold secrets of at least 16 bytes"),
+    ("ingest", "HOOKLINE_BOOKINGS_SECRETS",
+     "whsec_" + base64.b64encode(b"s3cret-15-bytes").decode(),
+     "must hold secrets of at least 16 bytes each once decoded"),
+    ("api", "HOOKLINE_OPERATOR_TOKENS", PASSWORD, "must hold tokens of at least 16 bytes"),
+])
+def test_a_blank_or_short_secret_stops_the_process_naming_the_variable(
+        command: str, variable: str, value: str, expected: str) -> None:
+    line = fails_in_one_sentence(command, {variable: value})
+    assert line.startswith(f"hookline: invalid setting: {variable} "), line
+    assert expected in line
+
+
+def test_an_empty_secrets_file_stops_ingest(tmp_path: Path) -> None:
+    empty = tmp_path / "transactions_secrets"
+    empty.write_text("\n")
+    line = fails_in_one_sentence("ingest", {"HOOKLINE_TRANSACTIONS_SECRETS_FILE": str(empty)})
+    assert line.startswith("hookline: invalid setting: HOOKLINE_TRANSACTIONS_SECRETS_FILE is set "
+                           "but holds no secret"), line
+
+
+def test_a_well_known_development_token_is_refused_unless_in_development(
+        database_url: str, stream: str, tmp_path: Path) -> None:
+    env = {"HOOKLINE_DATABASE_URL": database_url, "HOOKLINE_AMQP_URL": AMQP_URL,
+           "HOOKLINE_STREAM": stream, "HOOKLINE_OPERATOR_TOKENS": "dev-operator-token"}
+    line = fails_in_one_sentence("api", env)
+    assert line.startswith("hookline: invalid setting: HOOKLINE_OPERATOR_TOKENS holds a "
+                           "well-known development value"), line
+    assert "dev-operator-token" not in line
+    with running_pipeline({**env, "HOOKLINE_ENV": "development"}, tmp_path,
+                          parts=("api",)) as running:
+        assert running.get("/v1/status", token="dev-operator-token").status_code == 200
+
+
+def test_a_well_known_development_password_is_refused_in_a_url() -> None:
+    url = "amqp://hookline:hookline-dev-rabbitmq@127.0.0.1:5672/%2F"
+    line = fails_in_one_sentence("ingest", {"HOOKLINE_AMQP_URL": url})
+    assert line.startswith("hookline: invalid setting: HOOKLINE_AMQP_URL holds a well-known "
+                           "development value"), line
+    assert "hookline-dev-rabbitmq" not in line
 
 
 def test_an_unknown_log_level_is_a_sentence() -> None:

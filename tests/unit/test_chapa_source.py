@@ -21,7 +21,7 @@ from ingest.sources.base import PayloadInvalid
 from projections.domain import PaymentRefunded, PaymentReported, Rejected
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
-SECRETS = ("chapa-old", "chapa-new")
+SECRETS = ("chapa-old-secret-0001", "chapa-new-secret-0001")
 RECEIVED = datetime(2024, 5, 1, tzinfo=UTC)
 
 

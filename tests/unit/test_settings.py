@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import fields, replace
 from pathlib import Path
@@ -12,6 +13,18 @@ import pytest
 from eventlog.settings import Settings, SettingsError, load_settings, mask_url, parse_duration
 
 SECRET_VALUE = "s3cret-value-never-shown"
+STRIPE_SECRET = "whsec_test_secret_for_stripe_0001"
+STANDARD_B = "whsec_" + base64.b64encode(b"bookings-secret-of-32-bytes-0001").decode()
+STANDARD_C = "whsec_" + base64.b64encode(b"transactions-secret-32-bytes-001").decode()
+OPERATOR_TOKEN = "test-operator-token-0001"
+METRICS_TOKEN = "test-metrics-token-0001"
+# ed25519 public keys as Standard Webhooks writes them (whpk_ + base64 of 32 bytes)
+PUBLIC_A = "whpk_" + base64.b64encode(bytes(range(32))).decode()
+PUBLIC_B = "whpk_" + base64.b64encode(bytes(range(32, 64))).decode()
+SECRET_LISTS = ["HOOKLINE_STRIPE_SECRETS", "HOOKLINE_CHAPA_SECRETS", "HOOKLINE_BOOKINGS_SECRETS",
+                "HOOKLINE_TRANSACTIONS_SECRETS", "HOOKLINE_OPERATOR_TOKENS",
+                "HOOKLINE_METRICS_TOKENS", "HOOKLINE_BOOKINGS_PUBLIC_KEYS",
+                "HOOKLINE_TRANSACTIONS_PUBLIC_KEYS"]
 
 # variable, value given, Settings attribute, value expected
 PARSED = [
@@ -26,15 +39,18 @@ PARSED = [
     ("HOOKLINE_STREAM_MAX_AGE", "7D", "stream_max_age", "7D"),
     ("HOOKLINE_STREAM_MAX_SEGMENT_BYTES", "50000000", "stream_max_segment_bytes", 50_000_000),
     ("HOOKLINE_SMTP_URL", "smtp://mail:2525", "smtp_url", "smtp://mail:2525"),
-    ("HOOKLINE_STRIPE_SECRETS", "whsec_a", "stripe_secrets", ("whsec_a",)),
-    ("HOOKLINE_CHAPA_SECRETS", "chapa-key", "chapa_secrets", ("chapa-key",)),
-    ("HOOKLINE_BOOKINGS_SECRETS", "whsec_b", "bookings_secrets", ("whsec_b",)),
-    ("HOOKLINE_TRANSACTIONS_SECRETS", "whsec_c", "transactions_secrets", ("whsec_c",)),
+    ("HOOKLINE_STRIPE_SECRETS", STRIPE_SECRET, "stripe_secrets", (STRIPE_SECRET,)),
+    ("HOOKLINE_CHAPA_SECRETS", "chapa-key-0123456789", "chapa_secrets",
+     ("chapa-key-0123456789",)),
+    ("HOOKLINE_BOOKINGS_SECRETS", STANDARD_B, "bookings_secrets", (STANDARD_B,)),
+    ("HOOKLINE_TRANSACTIONS_SECRETS", STANDARD_C, "transactions_secrets", (STANDARD_C,)),
+    ("HOOKLINE_OPERATOR_TOKENS", OPERATOR_TOKEN, "operator_tokens", (OPERATOR_TOKEN,)),
+    ("HOOKLINE_METRICS_TOKENS", METRICS_TOKEN, "metrics_tokens", (METRICS_TOKEN,)),
+    ("HOOKLINE_ENV", "development", "development", True),
     ("HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES", "allow", "chapa_secret_only_signatures", True),
-    ("HOOKLINE_BOOKINGS_PUBLIC_KEYS", "whpk_a,whpk_b", "bookings_public_keys",
-     ("whpk_a", "whpk_b")),
-    ("HOOKLINE_TRANSACTIONS_PUBLIC_KEYS", "whpk_c", "transactions_public_keys", ("whpk_c",)),
-    ("HOOKLINE_OPERATOR_TOKENS", "tok", "operator_tokens", ("tok",)),
+    ("HOOKLINE_BOOKINGS_PUBLIC_KEYS", f"{PUBLIC_A},{PUBLIC_B}", "bookings_public_keys",
+     (PUBLIC_A, PUBLIC_B)),
+    ("HOOKLINE_TRANSACTIONS_PUBLIC_KEYS", PUBLIC_A, "transactions_public_keys", (PUBLIC_A,)),
     ("HOOKLINE_BOOKING_TTL", "20m", "booking_ttl", 1200),
     ("HOOKLINE_PAYMENT_TIMEOUT", "2d", "payment_timeout", 172_800),
     ("HOOKLINE_MAX_BODY_BYTES", "4096", "max_body_bytes", 4096),
@@ -116,7 +132,7 @@ def test_defaults_when_nothing_is_set() -> None:
 
 
 def test_empty_variables_mean_the_default() -> None:
-    settings = load_settings({name: "" for name, *_ in PARSED})
+    settings = load_settings({name: "" for name, *_ in PARSED if name not in SECRET_LISTS})
     assert replace(settings, extra={}) == Settings()
 
 
@@ -189,15 +205,124 @@ def test_a_file_that_is_not_text_is_a_sentence(tmp_path: Path) -> None:
                                   "HOOKLINE_OPERATOR_TOKENS"])
 def test_secrets_are_comma_separated_for_rotation(name: str) -> None:
     attribute = name.removeprefix("HOOKLINE_").lower()
-    settings = load_settings({name: " new-key , old-key,, "})
-    assert getattr(settings, attribute) == ("new-key", "old-key")
+    new, old = _long_enough(name, "new"), _long_enough(name, "old")
+    settings = load_settings({name: f" {new} , {old} "})
+    assert getattr(settings, attribute) == (new, old)
 
 
 def test_secrets_from_a_file_are_comma_separated_too(tmp_path: Path) -> None:
     path = tmp_path / "secrets"
-    path.write_text("whsec_new,whsec_old\n")
+    path.write_text(f"{STANDARD_B},{STANDARD_C}\n")
     settings = load_settings({"HOOKLINE_TRANSACTIONS_SECRETS_FILE": str(path)})
-    assert settings.transactions_secrets == ("whsec_new", "whsec_old")
+    assert settings.transactions_secrets == (STANDARD_B, STANDARD_C)
+
+
+def _long_enough(name: str, word: str) -> str:
+    """A secret for `name` of exactly 16 bytes (decoded, for Standard Webhooks)."""
+    raw = f"{word}-".ljust(16, "x").encode()
+    standard = name in {"HOOKLINE_BOOKINGS_SECRETS", "HOOKLINE_TRANSACTIONS_SECRETS"}
+    return "whsec_" + base64.b64encode(raw).decode() if standard else raw.decode()
+
+
+@pytest.mark.parametrize("name", SECRET_LISTS)
+@pytest.mark.parametrize("value", ["", " ", ",", " , ", ",,,"])
+def test_a_secret_list_set_but_empty_stops_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{name} is set but holds no "):
+        load_settings({name: value})
+
+
+@pytest.mark.parametrize("name", SECRET_LISTS)
+def test_an_empty_item_in_a_secret_list_stops(name: str) -> None:
+    good = _long_enough(name, "good")
+    for value in (f"{good},", f",{good}", f"{good}, ,{good}"):
+        with pytest.raises(SettingsError, match=rf"^{name} has an empty item") as raised:
+            load_settings({name: value})
+        assert good not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", SECRET_LISTS)
+def test_a_secret_shorter_than_16_bytes_stops_without_showing_it(name: str) -> None:
+    assert getattr(load_settings({name: _long_enough(name, "ok")}),
+                   name.removeprefix("HOOKLINE_").lower())
+    good = _long_enough(name, "good")
+    short = _long_enough(name, "short").removesuffix("x")
+    if short.startswith("whsec_"):  # 15 bytes once decoded, though longer as text
+        short = "whsec_" + base64.b64encode(b"fifteen-bytes!!").decode()
+    with pytest.raises(SettingsError) as raised:
+        load_settings({name: f"{good},{short}"})
+    message = str(raised.value)
+    assert message.startswith(f"{name} must hold ")
+    assert "at least 16 bytes" in message
+    assert "#2" in message
+    assert short.removeprefix("whsec_") not in message
+    assert good.removeprefix("whsec_") not in message
+
+
+def test_a_one_character_secret_stops() -> None:
+    with pytest.raises(SettingsError, match="at least 16 bytes"):
+        load_settings({"HOOKLINE_CHAPA_SECRETS": "x"})
+
+
+def test_a_standard_webhooks_secret_counts_its_decoded_bytes() -> None:
+    # 20 characters of text, 15 bytes of key: too short
+    secret = "whsec_" + base64.b64encode(b"fifteen-bytes!!").decode()
+    with pytest.raises(SettingsError, match=r"^HOOKLINE_BOOKINGS_SECRETS must hold "):
+        load_settings({"HOOKLINE_BOOKINGS_SECRETS": secret})
+    # the same text is fine as a Stripe secret, whose key is the whole string
+    assert load_settings({"HOOKLINE_STRIPE_SECRETS": secret}).stripe_secrets == (secret,)
+
+
+@pytest.mark.parametrize("name", SECRET_LISTS)
+def test_an_empty_secrets_file_stops_naming_the_file_variable(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "empty"
+    path.write_text("\n")
+    with pytest.raises(SettingsError, match=rf"^{name}_FILE is set but holds no "):
+        load_settings({f"{name}_FILE": str(path)})
+
+
+def test_unset_secret_lists_mean_not_configured() -> None:
+    settings = load_settings({})
+    assert settings.stripe_secrets == settings.operator_tokens == settings.metrics_tokens == ()
+
+
+# values that were once shipped in deploy/secrets/, and one `hookline up` makes
+WELL_KNOWN = [
+    ("HOOKLINE_OPERATOR_TOKENS", "dev-operator-token"),
+    ("HOOKLINE_CHAPA_SECRETS", "hookline-dev-chapa"),
+    ("HOOKLINE_STRIPE_SECRETS", "whsec_hookline-dev-stripe"),
+    ("HOOKLINE_BOOKINGS_SECRETS", "whsec_aG9va2xpbmUtZGV2LWJvb2tpbmdzLXNlY3JldC0zMmI="),
+    ("HOOKLINE_TRANSACTIONS_SECRETS", "whsec_aG9va2xpbmUtZGV2LXRyYW5zYWN0aW9ucy1zZWNyZXQ="),
+    ("HOOKLINE_OPERATOR_TOKENS", "hookline-dev-Xq3v9QmB2s8LkPz1RtY4uWcE"),
+    ("HOOKLINE_METRICS_TOKENS", "hookline-dev-metrics-token"),
+    ("HOOKLINE_DATABASE_URL",
+     "postgresql+psycopg://hookline:hookline-dev-postgres@postgres:5432/hookline"),
+    ("HOOKLINE_AMQP_URL", "amqp://hookline:hookline-dev-rabbitmq@rabbitmq:5672/%2F"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), WELL_KNOWN)
+def test_a_well_known_development_value_is_refused_outside_development(
+        tmp_path: Path, name: str, value: str) -> None:
+    good = _long_enough(name, "real") if name in SECRET_LISTS else None
+    given = f"{good},{value}" if good else value
+    with pytest.raises(SettingsError) as raised:
+        load_settings({name: given})
+    message = str(raised.value)
+    assert message.startswith(f"{name} holds a well-known development value"), message
+    assert "HOOKLINE_ENV=development" in message
+    assert value.removeprefix("whsec_") not in message
+    path = tmp_path / "value"
+    path.write_text(given)
+    with pytest.raises(SettingsError, match=rf"^{name}_FILE holds a well-known "):
+        load_settings({f"{name}_FILE": str(path)})
+    assert load_settings({name: given, "HOOKLINE_ENV": "development"}).development
+
+
+def test_hookline_env_is_production_unless_it_says_development() -> None:
+    assert load_settings({}).development is False
+    assert load_settings({"HOOKLINE_ENV": "production"}).development is False
+    with pytest.raises(SettingsError, match=r"^HOOKLINE_ENV must be production or development"):
+        load_settings({"HOOKLINE_ENV": "dev"})
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -21,7 +21,7 @@ from ingest.sources import stripe
 from ingest.sources.base import PayloadInvalid
 from projections.domain import PaymentDisputed, PaymentRefunded, PaymentReported, Rejected
 
-SECRET = "whsec_unit"
+SECRET = "whsec_unit_test_secret_0001"
 RECEIVED = datetime(2024, 5, 1, tzinfo=UTC)
 
 
