@@ -50,9 +50,12 @@ def run_pipeline(settings: Settings) -> None:
         token = "dev-" + secrets.token_urlsafe(18)
         env["HOOKLINE_OPERATOR_TOKENS"] = token
     hookline = [sys.executable, "-m", "processors.cli"]
-    children = [Child("ingest", [*hookline, "ingest"]), Child("projector", [*hookline, "project"]),
-                Child("api", [*hookline, "api"]), Child("mailer", [*hookline, "mail"]),
-                Child("scheduler", [*hookline, "schedule"])]
+    # gunicorn on the internal binds; the front serves the public ones and passes it only
+    # whole, well-formed requests
+    children = [Child("ingest", [*hookline, "ingest", "--bind", settings.ingest_internal_bind]),
+                Child("api", [*hookline, "api", "--bind", settings.api_internal_bind]),
+                Child("front", [*hookline, "front"]), Child("projector", [*hookline, "project"]),
+                Child("mailer", [*hookline, "mail"]), Child("scheduler", [*hookline, "schedule"])]
     if settings.smtp_url is None:  # development: keep the customers' emails in files
         env["HOOKLINE_SMTP_URL"] = f"smtp://{settings.dev_smtp_bind}"
         children.insert(0, Child("devsmtp", [*hookline, "devsmtp", "--folder", DEV_MAIL_FOLDER]))
