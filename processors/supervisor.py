@@ -51,11 +51,12 @@ def run_pipeline(settings: Settings) -> None:
         env["HOOKLINE_OPERATOR_TOKENS"] = token
     hookline = [sys.executable, "-m", "processors.cli"]
     # gunicorn on the internal binds; the front serves the public ones and passes it only
-    # whole, well-formed requests
-    children = [Child("ingest", [*hookline, "ingest", "--bind", settings.ingest_internal_bind]),
+    # whole, well-formed requests (first in the list: the first to stop taking requests)
+    children = [Child("front", [*hookline, "front"]),
+                Child("ingest", [*hookline, "ingest", "--bind", settings.ingest_internal_bind]),
                 Child("api", [*hookline, "api", "--bind", settings.api_internal_bind]),
-                Child("front", [*hookline, "front"]), Child("projector", [*hookline, "project"]),
-                Child("mailer", [*hookline, "mail"]), Child("scheduler", [*hookline, "schedule"])]
+                Child("projector", [*hookline, "project"]), Child("mailer", [*hookline, "mail"]),
+                Child("scheduler", [*hookline, "schedule"])]
     if settings.smtp_url is None:  # development: keep the customers' emails in files
         env["HOOKLINE_SMTP_URL"] = f"smtp://{settings.dev_smtp_bind}"
         children.insert(0, Child("devsmtp", [*hookline, "devsmtp", "--folder", DEV_MAIL_FOLDER]))
