@@ -3,9 +3,11 @@ or its public address is taken."""
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import requests
 
 from eventlog.settings import Settings, load_settings
 from processors.front import REQUEST_DEADLINE_SECONDS, haproxy_config
+from tests.abuse.conftest import CANARIES, Front, address
+from tests.chaos import webhooks
 from tests.processes import Process, eventually, free_port, process_env
 
 
@@ -83,3 +87,30 @@ def test_a_public_address_already_taken_stops_the_front_in_one_sentence(tmp_path
         assert process.popen.wait(30) != 0
     assert f"hookline: invalid setting: cannot listen on {bind}" in process.output()
     assert "Traceback" not in process.output()
+
+
+def test_deliveries_chunked_or_expecting_100_continue_pass_through_the_front(
+        fronted: Front) -> None:
+    chunked = webhooks.transaction(f"front-chunked-{uuid.uuid4().hex}")
+    answer = requests.post(f"{fronted.ingest_url}/v1/webhooks/transactions",
+                           data=iter([chunked.body[:10], chunked.body[10:]]),
+                           headers=chunked.headers(CANARIES), timeout=30)
+    assert answer.status_code == 202, answer.text
+
+    expecting = webhooks.transaction(f"front-expect-{uuid.uuid4().hex}")
+    connection = http.client.HTTPConnection(*address(fronted.ingest_url), timeout=30)
+    try:
+        connection.request("POST", "/v1/webhooks/transactions", body=expecting.body,
+                           headers={**expecting.headers(CANARIES), "Expect": "100-continue"})
+        assert connection.getresponse().status == 202
+    finally:
+        connection.close()
+
+
+def test_a_body_over_the_limit_is_still_refused_by_ingest_behind_the_front(
+        fronted: Front) -> None:
+    answer = requests.post(f"{fronted.ingest_url}/v1/webhooks/transactions",
+                           data=b'{"x":"' + b"a" * Settings.max_body_bytes + b'"}',
+                           headers={"Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 413
+    assert answer.json()["error"] == "payload_too_large"
