@@ -1,11 +1,16 @@
 # One image for every hookline process; the command picks which one:
-#   hookline migrate | ingest | project | mail | schedule | api
+#   hookline migrate | front | ingest | project | mail | schedule | api
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# HAProxy for `hookline front`, from Debian's packages
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends haproxy \
+    && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin hookline
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -14,7 +13,12 @@ import orjson
 from flask import Flask, Response, g, has_request_context, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    BadRequest,
+    ClientDisconnected,
+    HTTPException,
+    RequestEntityTooLarge,
+)
 
 from eventlog.envelope import encode, utcnow
 from eventlog.publisher import LogUnavailable, Publisher
@@ -78,6 +82,8 @@ def create_app(settings: Settings, publisher: Publisher) -> Flask:
             raise _Refused("incomplete", 408, "request_timeout",
                            "the body did not arrive in full", headers={"Connection": "close"}
                            ) from None
+        except BadRequest as exc:
+            raise _malformed(exc) from None
         except InvalidSignature as exc:
             raise _Refused("invalid_signature", 401, "invalid_signature", str(exc)) from None
         except PayloadInvalid as exc:
@@ -128,9 +134,19 @@ def create_app(settings: Settings, publisher: Publisher) -> Flask:
 def _discard_body() -> None:
     """Read the body of a request refused without it: left unread, it would be taken for the
     sender's next request on the connection. Reads at most MAX_CONTENT_LENGTH bytes."""
-    # over the limit or cut off, the refusal stands: the server drains a short rest, else closes
-    with contextlib.suppress(RequestEntityTooLarge, ClientDisconnected):
+    try:
         request.get_data(cache=False)
+    except (RequestEntityTooLarge, ClientDisconnected):
+        pass  # the refusal stands: the server drains a short rest, else closes
+    except BadRequest as exc:
+        raise _malformed(exc) from None
+
+
+def _malformed(exc: BadRequest) -> _Refused:
+    """A body whose framing cannot be read (a broken chunk): where the next request would
+    start is unknown, so the connection closes."""
+    return _Refused("malformed", 400, "bad_request", str(exc.description),
+                    headers={"Connection": "close"})
 
 
 class _Refused(Exception):

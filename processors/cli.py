@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     devsmtp.add_argument("--folder", default="var/mail", help="where messages go (var/mail)")
     api = command("api", api_command, "serve the operator API")
     api.add_argument("--bind", help="HOST:PORT (default HOOKLINE_API_BIND)")
+    command("front", front_command, "serve HOOKLINE_INGEST_BIND and HOOKLINE_API_BIND through "
+            "HAProxy, which passes only whole, well-formed requests to ingest and the API on "
+            "their internal binds")
     command("up", up, "migrate, then run every process, restarting any that dies")
     from processors.operations import add_commands
 
@@ -201,9 +204,20 @@ def api_command(settings: Settings, args: argparse.Namespace) -> None:
     ApiServer(settings, args.bind or settings.api_bind).run()
 
 
+def front_command(settings: Settings, _args: argparse.Namespace) -> None:
+    from processors.front import serve
+    from processors.servers import check_address
+
+    for bind in (settings.ingest_bind, settings.api_bind):
+        check_address(bind, reuse_port=False)
+    sys.exit(serve(settings))
+
+
 def up(settings: Settings, _args: argparse.Namespace) -> None:
+    from processors.front import haproxy_program
     from processors.supervisor import run_pipeline
 
+    haproxy_program()  # the front needs it: say so now, not in a loop of restarts
     migrate(settings, _args)
     run_pipeline(settings)
 

@@ -50,8 +50,12 @@ def run_pipeline(settings: Settings) -> None:
         token = DEVELOPMENT_MARK + secrets.token_urlsafe(18)
         env["HOOKLINE_OPERATOR_TOKENS"] = token
     hookline = [sys.executable, "-m", "processors.cli"]
-    children = [Child("ingest", [*hookline, "ingest"]), Child("projector", [*hookline, "project"]),
-                Child("api", [*hookline, "api"]), Child("mailer", [*hookline, "mail"]),
+    # gunicorn on the internal binds; the front serves the public ones and passes it only
+    # whole, well-formed requests (first in the list: the first to stop taking requests)
+    children = [Child("front", [*hookline, "front"]),
+                Child("ingest", [*hookline, "ingest", "--bind", settings.ingest_internal_bind]),
+                Child("api", [*hookline, "api", "--bind", settings.api_internal_bind]),
+                Child("projector", [*hookline, "project"]), Child("mailer", [*hookline, "mail"]),
                 Child("scheduler", [*hookline, "schedule"])]
     if settings.smtp_url is None:  # development: keep the customers' emails in files
         env["HOOKLINE_SMTP_URL"] = f"smtp://{settings.dev_smtp_bind}"

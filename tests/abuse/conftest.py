@@ -18,7 +18,7 @@ from psycopg import sql
 from tests.chaos.webhooks import Delivery, Secrets
 from tests.conftest import AMQP_URL, PG_ADMIN
 from tests.operator_seed import seed
-from tests.processes import Pipeline, running_pipeline
+from tests.processes import Pipeline, Process, eventually, free_port, running_pipeline
 
 CANARIES = Secrets(transactions="whsec_CANARYtransactSECRET0123456789ab",
                    stripe="whsec_CANARYstripeSECRET0123", chapa="CANARYchapaSECRET0123",
@@ -84,3 +84,39 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+@dataclass
+class Front:
+    """`hookline front` before the hostile pipeline's ingest and api: the public addresses."""
+
+    process: Process
+    ingest_url: str
+    api_url: str
+
+
+@pytest.fixture(scope="session")
+def fronted(hostile: Hostile) -> Iterator[Front]:
+    pipeline = hostile.pipeline
+    ingest, api = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    process = pipeline.start("front", "front", env={
+        "HOOKLINE_INGEST_BIND": ingest, "HOOKLINE_API_BIND": api,
+        "HOOKLINE_INGEST_INTERNAL_BIND": pipeline.ingest_url.removeprefix("http://"),
+        "HOOKLINE_API_INTERNAL_BIND": pipeline.api_url.removeprefix("http://")})
+    front = Front(process, f"http://{ingest}", f"http://{api}")
+    eventually(lambda: answers_200(f"{front.ingest_url}/readyz"), 30)
+    eventually(lambda: answers_200(f"{front.api_url}/readyz"), 30)
+    yield front
+    process.stop()
+
+
+def answers_200(url: str) -> None:
+    answer = requests.get(url, timeout=2)
+    assert answer.status_code == 200, f"{url}: {answer.status_code}"
+
+
+def address(url: str) -> tuple[str, int]:
+    """(host, port) of a loopback http:// URL; the abuse tests never leave the machine."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    assert host == "127.0.0.1", url
+    return host, int(port)

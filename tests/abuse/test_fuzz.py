@@ -1,11 +1,17 @@
 """Whatever arrives at a webhook endpoint (any headers, bytes, encodings, nesting, duplicate
-keys, signed or not), ingest answers it without a 5xx, no worker dies, memory stays bounded."""
+keys, signed or not), ingest answers it without a 5xx, no worker dies, memory stays bounded;
+raw requests with broken framing or header bytes get no 5xx from ingest, the API or the front
+before them, and leave no traceback in their logs."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import re
+import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,7 +20,15 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.abuse.conftest import CANARIES, Hostile, rss_bytes
+from tests.abuse.conftest import (
+    CANARIES,
+    TOKEN,
+    Front,
+    Hostile,
+    address,
+    answers_200,
+    rss_bytes,
+)
 from tests.chaos import webhooks
 from tests.chaos.harness import workers
 from tests.chaos.webhooks import FORGER
@@ -148,3 +162,136 @@ def test_fuzzed_deliveries_never_get_a_5xx_nor_kill_or_bloat_a_worker(
     assert master_events(ingest.output()) == []
     grown = {pid: rss_bytes(pid) - memory[pid] for pid in pids}
     assert max(grown.values()) < RSS_GROWTH_LIMIT, f"worker memory grew by {grown}"
+
+
+# --- raw requests: broken framing and header bytes, which no HTTP client library sends ----------
+
+def _request(path: str, *lines: bytes, body: bytes = b"{}", length: bool = True) -> bytes:
+    head = [f"POST {path} HTTP/1.1".encode(), b"Host: hookline", b"Connection: close",
+            b"Content-Type: application/json", f"Authorization: Bearer {TOKEN}".encode(), *lines]
+    if length:
+        head.append(f"Content-Length: {len(body)}".encode())
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def _chunked(path: str, body: bytes) -> bytes:
+    return _request(path, b"Transfer-Encoding: chunked", body=body, length=False)
+
+
+# name: (request for a path, whether the client then stops sending: a truncated request)
+RAW: dict[str, tuple[Callable[[str], bytes], bool]] = {
+    "chunk size zz": (lambda p: _chunked(p, b"zz\r\nab\r\n0\r\n\r\n"), False),
+    "chunk size -2": (lambda p: _chunked(p, b"-2\r\nab\r\n0\r\n\r\n"), False),
+    "chunk size 0x2": (lambda p: _chunked(p, b"0x2\r\nab\r\n0\r\n\r\n"), False),
+    "chunk size huge": (lambda p: _chunked(p, b"9" * 40 + b"\r\nab\r\n0\r\n\r\n"), True),
+    "chunk size beyond the body limit": (lambda p: _chunked(p, b"7fffffff\r\nab"), True),
+    "chunk data without its CRLF": (lambda p: _chunked(p, b"2\r\nab0\r\n\r\n"), False),
+    "chunk size line without its CRLF": (lambda p: _chunked(p, b"2"), True),
+    "last chunk without the final CRLF": (lambda p: _chunked(p, b"2\r\nab\r\n0\r\n"), True),
+    "chunk extension with a NUL": (lambda p: _chunked(p, b"2;a=\x00\r\nab\r\n0\r\n\r\n"), False),
+    "truncated body": (lambda p: _request(p, body=b'{"transaction_id":', length=False)
+                       .replace(b"\r\n\r\n", b"\r\nContent-Length: 400\r\n\r\n", 1), True),
+    "truncated chunked body": (lambda p: _chunked(p, b"40\r\n{\"transaction_id\":"), True),
+    "Content-Length and chunked": (lambda p: _request(p, b"Transfer-Encoding: chunked",
+                                                      body=b"2\r\n{}\r\n0\r\n\r\n"), False),
+    "two Content-Lengths": (lambda p: _request(p, b"Content-Length: 7"), False),
+    "Content-Length not a number": (lambda p: _request(p, b"Content-Length: 2x",
+                                                       length=False), False),
+    "NUL in a header value": (lambda p: _request(p, b"X-Note: a\x00b"), False),
+    "CR in a header value": (lambda p: _request(p, b"X-Note: a\rInjected: b"), False),
+    "LF in a header value": (lambda p: _request(p, b"X-Note: a\nInjected: b"), False),
+    "non-ASCII header value": (lambda p: _request(p, b"X-Note: caf\xc3\xa9 \xff"), False),
+    "non-ASCII header name": (lambda p: _request(p, b"X-N\xf6te: a"), False),
+    "NUL in the path": (lambda p: _request(p.replace("/v1", "/v\x001")), False),
+    "CRLF in the path": (lambda p: _request(p + "\r\nX-Injected: a"), False),
+    "header without a colon": (lambda p: _request(p, b"X-Note"), False),
+}
+PATHS = {"ingest": "/v1/webhooks/transactions", "api": "/v1/outbox/1/retry"}
+
+
+def exchange(url: str, request: bytes, truncated: bool) -> bytes:
+    """Everything the server sends back before closing; a truncated request is followed by
+    the end of the client's side, so that the server sees it will get no more."""
+    with socket.create_connection(address(url), timeout=30) as client:
+        client.sendall(request)
+        if truncated:
+            client.shutdown(socket.SHUT_WR)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := client.recv(65536):
+                received += chunk
+    return received
+
+
+def assert_no_5xx(received: bytes, case: str) -> None:
+    """An answer below 500, or none (a server may just close a request it cannot read)."""
+    if received:
+        status = re.match(rb"HTTP/1\.[01] (\d{3}) ", received)
+        assert status, f"{case}: not an HTTP answer: {received[:200]!r}"
+        assert int(status.group(1)) < 500, f"{case}: {received[:400]!r}"
+
+
+def server_logs(hostile: Hostile, names: tuple[str, ...]) -> dict[str, int]:
+    return {name: len(hostile.pipeline.processes[name].output()) for name in names}
+
+
+def assert_no_error_logged(hostile: Hostile, since: dict[str, int]) -> None:
+    for name, offset in since.items():
+        logged = hostile.pipeline.processes[name].output()[offset:]
+        assert "Traceback" not in logged, f"{name}: {logged[-3000:]}"
+        assert " ERROR " not in logged, f"{name}: {logged[-3000:]}"
+
+
+@pytest.mark.parametrize("server", ["ingest", "api"])
+@pytest.mark.parametrize("path", ["direct", "front"])
+def test_malformed_raw_requests_get_no_5xx_and_log_no_traceback(
+        hostile: Hostile, fronted: Front, server: str, path: str) -> None:
+    pipeline = hostile.pipeline
+    url = {("ingest", "direct"): pipeline.ingest_url, ("api", "direct"): pipeline.api_url,
+           ("ingest", "front"): fronted.ingest_url, ("api", "front"): fronted.api_url}[
+        server, path]
+    since = server_logs(hostile, (server,))
+    answers = {}
+    for case, (request, truncated) in RAW.items():
+        answers[case] = exchange(url, request(PATHS[server]), truncated)
+        assert_no_5xx(answers[case], case)
+    # the API reads no body: directly, it answers the request as it stands, then closes
+    if (server, path) != ("api", "direct"):
+        for case in ("chunk size zz", "chunk size -2", "chunk size 0x2",
+                     "chunk data without its CRLF"):
+            assert answers[case].startswith(b"HTTP/1.1 400 "), f"{case}: {answers[case][:300]!r}"
+    assert_no_error_logged(hostile, since)
+    assert answers_200(f"{url}/healthz") is None  # still serving
+
+
+def test_a_malformed_chunked_body_is_a_json_400_from_ingest_itself(hostile: Hostile) -> None:
+    for size in (b"zz", b"-2", b"0x2"):
+        request = _chunked(PATHS["ingest"], size + b"\r\nab\r\n0\r\n\r\n")
+        head, _, body = exchange(hostile.pipeline.ingest_url, request, False).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        assert b"\r\nX-Request-ID: " in head, head
+        assert orjson.loads(body)["error"] == "bad_request", body
+
+
+chunk_size_lines = st.binary(min_size=1, max_size=12).filter(lambda b: b"\r" not in b)
+
+
+@pytest.mark.parametrize("server", ["ingest", "api"])
+@pytest.mark.parametrize("path", ["direct", "front"])
+def test_fuzzed_chunk_sizes_get_no_5xx_and_log_no_traceback(
+        hostile: Hostile, fronted: Front, server: str, path: str) -> None:
+    pipeline = hostile.pipeline
+    url = {("ingest", "direct"): pipeline.ingest_url, ("api", "direct"): pipeline.api_url,
+           ("ingest", "front"): fronted.ingest_url, ("api", "front"): fronted.api_url}[
+        server, path]
+    since = server_logs(hostile, (server,))
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(size=chunk_size_lines, data=st.binary(max_size=8))
+    def never_5xx(size: bytes, data: bytes) -> None:
+        request = _chunked(PATHS[server], size + b"\r\n" + data + b"\r\n0\r\n\r\n")
+        assert_no_5xx(exchange(url, request, True), repr(size))
+
+    never_5xx()
+    assert_no_error_logged(hostile, since)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DEPLOY = ROOT / "deploy"
 HOOKLINE_IMAGE = "hookline:latest"
-PROCESSES = {"migrate", "ingest", "project", "mail", "schedule", "api"}
+PROCESSES = {"migrate", "front", "ingest", "project", "mail", "schedule", "api"}
 METRIC_MODULES = (ingest.metrics, processors.metrics, processors.mailer, processors.scheduler,
                   processors.leadership)
 SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
@@ -160,9 +160,55 @@ def test_the_stack_starts_in_dependency_order_with_health_checks(
             assert waits_for["migrate"] == {"condition": "service_completed_successfully"}, name
     # the ingress never touches PostgreSQL: a database outage must not stop it from starting
     assert set(services["ingest"]["depends_on"]) == {"rabbitmq"}
+    assert services["front"]["depends_on"] == {"ingest": {"condition": "service_healthy"}}
     assert "database_url" not in services["ingest"]["secrets"]
     assert services["projector"]["deploy"]["replicas"] >= 2
     assert services["scheduler"]["deploy"]["replicas"] >= 2
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of each published port; "" is every one."""
+    ports = []
+    for entry in service.get("ports", []):
+        assert isinstance(entry, str), f"write ports as HOST:PORT:PORT strings: {entry}"
+        parts = entry.rsplit(":", 2)
+        host, public, inside = parts if len(parts) == 3 else ["", *parts]
+        ports.append((host, int(public), int(inside)))
+    return ports
+
+
+def test_only_the_webhooks_are_published_beyond_the_hosts_loopback(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    exposed = {(name, port) for name, service in services.items()
+               for address, port, _ in published(service) if address != "127.0.0.1"}
+    assert exposed == {("front", 8000)}
+    loopback = {(name, port) for name, service in services.items()
+                for address, port, _ in published(service) if address == "127.0.0.1"}
+    assert loopback == {("front", 8001), ("rabbitmq", 15672), ("mailpit", 8025),
+                        ("prometheus", 9090), ("grafana", 3000)}
+    # ingest and the api are reached through the front only
+    assert "ports" not in services["ingest"]
+    assert "ports" not in services["api"]
+
+
+def test_the_front_serves_its_ports_and_passes_requests_where_ingest_and_the_api_listen(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    front = load_settings(services["front"]["environment"])
+    for address, public, inside in published(services["front"]):
+        assert inside in {int(front.ingest_bind.rpartition(":")[2]),
+                          int(front.api_bind.rpartition(":")[2])}, (address, public)
+    for name, internal in (("ingest", front.ingest_internal_bind),
+                           ("api", front.api_internal_bind)):
+        host, _, port = internal.rpartition(":")
+        command = services[name]["command"]
+        assert host == name
+        assert command[command.index("--bind") + 1] == f"0.0.0.0:{port}"
+    assert services["front"]["secrets"] == [], "the front needs no secret"
+    # the same body limit as ingest: the front's buffer holds the largest body ingest accepts
+    assert front.max_body_bytes == load_settings(
+        settings_env(services["ingest"], DEPLOY / "secrets")).max_body_bytes
 
 
 def settings_env(service: dict[str, Any], secrets_dir: Path) -> dict[str, str]:
@@ -274,7 +320,7 @@ def test_prometheus_scrapes_every_process_where_it_serves_metrics(
     promtool("check", "config", "prometheus.yml", cwd=made_secrets.parent)
     jobs = {job["job_name"]: job for job in load_yaml(DEPLOY / "prometheus.yml")["scrape_configs"]}
     for name, service in hookline_services(compose):
-        if name == "migrate":
+        if name in {"migrate", "front"}:  # the front serves no metrics of its own
             continue
         [discovery] = jobs[name]["dns_sd_configs"]
         assert discovery["names"] == [name]

@@ -58,8 +58,8 @@ def isolated_env() -> Iterator[dict[str, str]]:
         "HOOKLINE_AMQP_URL": AMQP_URL,
         "HOOKLINE_STREAM": f"hookline.readme.{uuid.uuid4().hex[:8]}",
     })
-    for name in ("INGEST", "API", "PROJECTOR_METRICS", "MAILER_METRICS", "SCHEDULER_METRICS",
-                 "DEV_SMTP"):
+    for name in ("INGEST", "API", "INGEST_INTERNAL", "API_INTERNAL", "PROJECTOR_METRICS",
+                 "MAILER_METRICS", "SCHEDULER_METRICS", "DEV_SMTP"):
         env[f"HOOKLINE_{name}_BIND"] = f"127.0.0.1:{free_port()}"
     yield env
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
