@@ -193,7 +193,7 @@ def test_only_the_webhooks_are_published_beyond_the_hosts_loopback(
 
 
 def test_the_front_serves_its_ports_and_passes_requests_where_ingest_and_the_api_listen(
-        compose: dict[str, Any]) -> None:
+        compose: dict[str, Any], made_secrets: Path) -> None:
     services = compose["services"]
     front = load_settings(services["front"]["environment"])
     for address, public, inside in published(services["front"]):
@@ -208,7 +208,7 @@ def test_the_front_serves_its_ports_and_passes_requests_where_ingest_and_the_api
     assert services["front"]["secrets"] == [], "the front needs no secret"
     # the same body limit as ingest: the front's buffer holds the largest body ingest accepts
     assert front.max_body_bytes == load_settings(
-        settings_env(services["ingest"], DEPLOY / "secrets")).max_body_bytes
+        settings_env(services["ingest"], made_secrets)).max_body_bytes
 
 
 def settings_env(service: dict[str, Any], secrets_dir: Path) -> dict[str, str]:
