@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,20 +15,19 @@ from eventlog.envelope import Envelope
 from eventlog.settings import Settings
 from ingest.signatures import ChapaVerifier
 from ingest.sources.base import (
-    AMOUNT_LIMIT,
     Delivery,
     Headers,
     PayloadInvalid,
     parse_json,
     require_object,
 )
+from projections.amounts import AmountInvalid, parse_amount
 from projections.currencies import exponent, is_currency
 from projections.domain import DomainEvent, PaymentRefunded, PaymentReported, Rejected
 
 NAME = "chapa"
 log = logging.getLogger(__name__)
 _MAX_TEXT = 255
-# far above any real payment, and far below what the database can hold ("1e999999" parses)
 _REFUNDS = frozenset({"charge.refunded", "charge.reversed"})
 _REQUIRED = ["Missing data for required field."]
 
@@ -113,24 +112,10 @@ def _currency(payload: dict[str, Any], kind: str) -> str:
 
 
 def _amount(payload: dict[str, Any], currency: str, kind: str) -> Decimal:
-    value = payload.get("amount")
-    needs = (f"{kind} needs amount as a decimal string below 10^15 with at most "
-             f"{exponent(currency)} decimal places")
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise Rejected(needs)
     try:
-        amount = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise Rejected(needs) from None
-    if not amount.is_finite() or not 0 <= amount < AMOUNT_LIMIT or (
-            _places(amount) > exponent(currency)):
-        raise Rejected(needs)
-    return amount
-
-
-def _places(amount: Decimal) -> int:
-    power = amount.as_tuple().exponent
-    return -power if isinstance(power, int) else 0
+        return parse_amount(payload.get("amount"), exponent(currency))
+    except AmountInvalid as exc:
+        raise Rejected(f"{kind} needs amount as a decimal string: it {exc}") from None
 
 
 def _created_at(payload: dict[str, Any]) -> datetime | None:
