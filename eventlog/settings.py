@@ -40,6 +40,7 @@ class Settings:
     chapa_secrets: tuple[str, ...] = ()
     bookings_secrets: tuple[str, ...] = ()
     transactions_secrets: tuple[str, ...] = ()
+    transactions_unsigned: bool = False  # development only: accept them, never trusted
     operator_tokens: tuple[str, ...] = ()
     booking_ttl: int = 15 * 60
     payment_timeout: int = 3 * 86400
@@ -115,6 +116,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         chapa_secrets=read.secrets("HOOKLINE_CHAPA_SECRETS"),
         bookings_secrets=read.secrets("HOOKLINE_BOOKINGS_SECRETS"),
         transactions_secrets=read.secrets("HOOKLINE_TRANSACTIONS_SECRETS"),
+        transactions_unsigned=read.parsed("HOOKLINE_TRANSACTIONS_UNSIGNED", False, _allow,
+                                          "'allow' (or unset)"),
         operator_tokens=read.secrets("HOOKLINE_OPERATOR_TOKENS"),
         booking_ttl=read.parsed("HOOKLINE_BOOKING_TTL", Settings.booking_ttl, parse_duration,
                                 "a duration such as 900, 900s, 15m, 2h or 3d"),
@@ -231,6 +234,12 @@ def _boolean(value: str) -> bool:
     if lowered not in {"1", "0", "true", "false", "yes", "no"}:
         raise ValueError(value)
     return lowered in {"1", "true", "yes"}
+
+
+def _allow(value: str) -> bool:
+    if value.strip() != "allow":
+        raise ValueError(value)
+    return True
 
 
 def _stream_age(value: str) -> str:

@@ -49,6 +49,8 @@ def run_pipeline(settings: Settings) -> None:
     if token is None:
         token = "dev-" + secrets.token_urlsafe(18)
         env["HOOKLINE_OPERATOR_TOKENS"] = token
+    if not settings.transactions_secrets:  # development: unsigned, never trusted
+        env["HOOKLINE_TRANSACTIONS_UNSIGNED"] = "allow"
     hookline = [sys.executable, "-m", "processors.cli"]
     children = [Child("ingest", [*hookline, "ingest"]), Child("projector", [*hookline, "project"]),
                 Child("api", [*hookline, "api"]), Child("mailer", [*hookline, "mail"]),

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import psycopg
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from ingest.signatures import sign_standard_webhooks
+
 T = TypeVar("T")
 TOKEN = "test-token"
+# the transactions secret every pipeline runs with unless a test says otherwise (a test of
+# unsigned deliveries sets HOOKLINE_TRANSACTIONS_SECRETS="" and HOOKLINE_TRANSACTIONS_UNSIGNED)
+TRANSACTIONS_SECRET = "whsec_" + base64.b64encode(b"transactions-test-secret-32bytes").decode()
 
 
 class NotYet(AssertionError):
@@ -142,6 +151,14 @@ class Pipeline:
 
     def post(self, source: str, body: Any, headers: dict[str, str] | None = None,
              **kwargs: Any) -> requests.Response:
+        """POST a JSON body; a transaction is signed with the pipeline's secret, if it has one
+        and the caller did not sign it."""
+        secret = self.env.get("HOOKLINE_TRANSACTIONS_SECRETS")
+        if source == "transactions" and secret and "webhook-signature" not in (headers or {}):
+            raw = kwargs.pop("data", None) or orjson.dumps(body)
+            return self.http.post(f"{self.ingest_url}/v1/webhooks/{source}", data=raw,
+                                  headers={**signed_transaction(secret, raw), **(headers or {})},
+                                  timeout=30, **kwargs)
         return self.http.post(f"{self.ingest_url}/v1/webhooks/{source}", json=body,
                               headers=headers, timeout=30, **kwargs)
 
@@ -163,6 +180,14 @@ class Pipeline:
         return "\n".join(f"--- {name}\n{p.output()[-4000:]}" for name, p in self.processes.items())
 
 
+def signed_transaction(secret: str, raw: bytes) -> dict[str, str]:
+    """Standard Webhooks headers for a transaction body, a fresh message id each time."""
+    msg_id, now = f"msg_{uuid.uuid4().hex}", int(time.time())
+    return {"Content-Type": "application/json", "webhook-id": msg_id,
+            "webhook-timestamp": str(now),
+            "webhook-signature": sign_standard_webhooks(secret, msg_id, now, raw)}
+
+
 def _forked(master: int, count: int) -> None:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     if len(children) < count:
@@ -180,6 +205,7 @@ def process_env(settings_env: dict[str, str]) -> dict[str, str]:
     env.update(settings_env)
     env.setdefault("HOOKLINE_PROJECTOR_METRICS_BIND", f"127.0.0.1:{free_port()}")
     env.setdefault("HOOKLINE_OPERATOR_TOKENS", TOKEN)
+    env.setdefault("HOOKLINE_TRANSACTIONS_SECRETS", TRANSACTIONS_SECRET)
     env["HOOKLINE_LOG_LEVEL"] = env.get("HOOKLINE_LOG_LEVEL", "INFO")
     return env
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 _MAX_TEXT = 255
 _REFUNDS = frozenset({"charge.refunded", "charge.reversed"})
 _REQUIRED = ["Missing data for required field."]
+_MAX_META = 4096  # a `meta` string longer than this is not read for a reference
 
 
 class ChapaIngress:
@@ -59,16 +60,25 @@ def ingress(settings: Settings) -> ChapaIngress | None:
 
 
 def delivery_key(payload: dict[str, Any]) -> str:
-    """SHA-256 over tx_ref, reference, event and status: Chapa's retries hash the same."""
-    identity = [payload.get(name) for name in ("tx_ref", "reference", "event", "status")]
+    """SHA-256 over tx_ref, reference, event and status: Chapa's retries hash the same. A
+    charge may be refunded more than once: a refund's amount and time tell two apart."""
+    names = ["tx_ref", "reference", "event", "status"]
+    if payload.get("event") in _REFUNDS:
+        names += ["amount", "updated_at"]
+    identity = [payload.get(name) for name in names]
     return hashlib.sha256(orjson.dumps(identity)).hexdigest()
 
 
 def booking_reference(payload: dict[str, Any]) -> str | None:
-    """`meta.booking_reference`, else `tx_ref`: merchants usually use the booking as tx_ref."""
+    """`meta.booking_reference` only, `meta` being an object or (as Chapa's checkout sends it)
+    a JSON string holding one; never guessed from another field."""
     meta = payload.get("meta")
-    found = _text(meta, "booking_reference") if isinstance(meta, dict) else None
-    return found or _text(payload, "tx_ref")
+    if isinstance(meta, str) and len(meta) <= _MAX_META:
+        try:
+            meta = orjson.loads(meta)
+        except orjson.JSONDecodeError:
+            return None
+    return _text(meta, "booking_reference")
 
 
 def interpret(envelope: Envelope) -> list[DomainEvent]:
@@ -100,8 +110,10 @@ def interpret(envelope: Envelope) -> list[DomainEvent]:
     )
     if not refund:
         return [reported]
+    # each refund event states what that refund returned, not a running total (see docs)
     return [reported, PaymentRefunded(transaction_id=tx_ref, amount_refunded=amount,
-                                      currency=currency, occurred_at=occurred_at)]
+                                      currency=currency, occurred_at=occurred_at,
+                                      running_total=False)]
 
 
 def _currency(payload: dict[str, Any], kind: str) -> str:

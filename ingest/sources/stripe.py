@@ -64,11 +64,10 @@ def subject(event: dict[str, Any]) -> str | None:
 
 
 def booking_reference(obj: dict[str, Any]) -> str | None:
+    """`metadata.booking_reference` only: client_reference_id is often a user id, not a
+    booking, and a guessed reference could confirm the wrong booking."""
     metadata = obj.get("metadata")
-    found = _text(metadata.get("booking_reference")) if isinstance(metadata, dict) else None
-    if found is None and obj.get("object") == "checkout.session":
-        found = _text(obj.get("client_reference_id"))
-    return found
+    return _text(metadata.get("booking_reference")) if isinstance(metadata, dict) else None
 
 
 def payment_id(obj: dict[str, Any]) -> str | None:

@@ -79,9 +79,13 @@ class TransactionsIngress:
             self._verifier = StandardWebhooksVerifier(secrets) if secrets else None
         except ValueError as exc:  # the message says which secret, never its value
             raise SettingsError(f"HOOKLINE_TRANSACTIONS_SECRETS: {exc}") from None
+        if self._verifier is None and not settings.transactions_unsigned:
+            raise SettingsError("HOOKLINE_TRANSACTIONS_SECRETS is not set: set it, or set "
+                                "HOOKLINE_TRANSACTIONS_UNSIGNED=allow to accept unsigned "
+                                "transactions that never confirm a booking (development)")
         if self._verifier is None:
-            log.warning("HOOKLINE_TRANSACTIONS_SECRETS is not set: transaction webhooks are "
-                        "accepted unsigned")
+            log.warning("HOOKLINE_TRANSACTIONS_UNSIGNED=allow: transaction webhooks are "
+                        "accepted unsigned, as untrusted reports")
 
     def accept(self, headers: Headers, body: bytes) -> Delivery:
         if self._verifier is None:
@@ -98,6 +102,7 @@ class TransactionsIngress:
             key=data["transaction_id"] if status is None else f"{data['transaction_id']}:{status}",
             type=f"transaction.{status or 'succeeded'}",
             subject=data["booking_reference"] or data["transaction_id"],
+            trusted=self._verifier is not None,  # unsigned: kept, but confirms nothing
         )
 
 

@@ -84,6 +84,12 @@ def test_a_malformed_webhook_secret_is_named_without_its_value() -> None:
     assert "not valid base64" in line
 
 
+def test_ingest_without_a_transactions_secret_refuses_to_start_naming_the_variables() -> None:
+    line = fails_in_one_sentence("ingest", {"HOOKLINE_TRANSACTIONS_SECRETS": ""})
+    assert "HOOKLINE_TRANSACTIONS_SECRETS is not set" in line
+    assert "HOOKLINE_TRANSACTIONS_UNSIGNED=allow" in line
+
+
 def test_an_unknown_log_level_is_a_sentence() -> None:
     line = fails_in_one_sentence("migrate", {"HOOKLINE_LOG_LEVEL": "loud"})
     assert "HOOKLINE_LOG_LEVEL" in line
