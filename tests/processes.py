@@ -28,6 +28,9 @@ TOKEN = "test-token"
 # the transactions secret every pipeline runs with unless a test says otherwise (a test of
 # unsigned deliveries sets HOOKLINE_TRANSACTIONS_SECRETS="" and HOOKLINE_TRANSACTIONS_UNSIGNED)
 TRANSACTIONS_SECRET = "whsec_" + base64.b64encode(b"transactions-test-secret-32bytes").decode()
+# for tests that post raw unsigned transactions and need no booking confirmed by them
+UNSIGNED_TRANSACTIONS = {"HOOKLINE_TRANSACTIONS_SECRETS": "",
+                         "HOOKLINE_TRANSACTIONS_UNSIGNED": "allow"}
 
 
 class NotYet(AssertionError):
