@@ -109,6 +109,9 @@ def test_a_delivery_of_one_source_never_changes_a_payment_of_another(
     chapa(shop, "charge.success", tx_ref="pi_shared", currency="EUR", amount="0.01")
     projected(db, 4)
 
+    assert db.execute("SELECT status, amount::text FROM transactions WHERE source = 'stripe' "
+                      "AND transaction_id = 'pi_shared'").fetchone() == ("pending", "150.00")
+    assert scalar(db, "SELECT status FROM bookings WHERE reference = 'BK-ID-1'") == "pending"
     assert row(db, "pi_shared", "stripe") == ("pending", "150.00", "EUR", None, True)
     assert row(db, "pi_shared", "transactions") == (
         "succeeded", "0.01", "EUR", "acct-attacker", False)

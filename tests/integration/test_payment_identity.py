@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventlog.envelope import encode
 from eventlog.reader import Record
@@ -134,3 +136,78 @@ def test_a_timeout_names_its_payments_source(db: psycopg.Connection) -> None:
                   orjson.dumps({"transaction_id": "pi_T", "source": "transactions"}))])
     statuses = dict(db.execute("SELECT source, status FROM transactions"))
     assert statuses == {"transactions": "timed_out", "stripe": "pending"}
+
+
+# --- property: no row holds what its own source did not send ---------------------------------
+
+IDS = ["pi_shared", "tx-shared"]
+Sent = dict[tuple[str, str], dict[str, set[Any]]]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[list[Entry], list[bool], Sent]:
+    """Deliveries from every source about a few shared ids, each remembered as sent."""
+    entries: list[Entry] = []
+    trusted: list[bool] = []
+    sent: Sent = {}
+    for n in range(draw(st.integers(1, 12))):
+        source = draw(st.sampled_from(["transactions", "stripe", "chapa"]))
+        tx = draw(st.sampled_from(IDS))
+        cents = draw(st.integers(1, 50_000))
+        fields = {"amount": Decimal(cents).scaleb(-2), "currency": "EUR",
+                  "booking_reference": draw(st.sampled_from([None, "BK-1", "BK-2"]))}
+        status = draw(st.sampled_from(["pending", "succeeded", "failed"]))
+        if source == "transactions":
+            fields["source_account"] = draw(st.sampled_from(["acct-a", "acct-b"]))
+            entry = generic(tx, status, str(fields["amount"]), "EUR",
+                            source_account=fields["source_account"],
+                            booking_reference=fields["booking_reference"])
+            entry = (f"transactions:{n}", *entry[1:])
+        elif source == "stripe":
+            entry = stripe_intent(n, tx, status, cents, fields["booking_reference"])
+        else:
+            fields["provider_reference"] = f"ref-{n}"
+            meta = {"booking_reference": fields["booking_reference"]}
+            entry = chapa("charge.success" if status != "failed" else "charge.failed_cancelled",
+                          str(n), tx_ref=tx, amount=str(fields["amount"]), currency="EUR",
+                          reference=fields["provider_reference"], meta=meta)
+        entries.append(entry)
+        trusted.append(source == "stripe" or draw(st.booleans()))
+        for name, value in fields.items():
+            sent.setdefault((tx, source), {}).setdefault(name, set()).add(value)
+    return entries, trusted, sent
+
+
+def stripe_intent(n: int, tx: str, status: str, cents: int, reference: str | None) -> Entry:
+    kind = {"pending": "payment_intent.processing", "succeeded": "payment_intent.succeeded",
+            "failed": "payment_intent.payment_failed"}[status]
+    body = {"id": f"evt_{n}", "object": "event", "type": kind, "created": 1_700_000_000,
+            "data": {"object": {"object": "payment_intent", "id": tx, "amount": cents,
+                                "amount_received": cents if status == "succeeded" else 0,
+                                "currency": "eur",
+                                "metadata": {"booking_reference": reference}}}}
+    return f"stripe:evt_{n}", "stripe", kind, orjson.dumps(body)
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=deliveries(), size=st.integers(1, 5))
+def test_no_row_ever_holds_a_field_its_own_source_did_not_send(
+        db: psycopg.Connection, history: tuple[list[Entry], list[bool], Sent],
+        size: int) -> None:
+    db.execute("TRUNCATE events, transactions, bookings, consumer_offsets, email_outbox")
+    entries, trusted, sent = history
+    log = [Record(n, encode(record_id, source, kind, "subject", NOW, payload, trust))
+           for n, ((record_id, source, kind, payload), trust)
+           in enumerate(zip(entries, trusted, strict=True))]
+    expected = -1
+    for i in range(0, len(log), size):
+        project_batch(db, "projector", log[i:i + size], expected, interpreters())
+        expected = log[min(i + size, len(log)) - 1].offset
+    columns = ("amount", "currency", "booking_reference", "source_account",
+               "provider_reference")
+    for row in db.execute("SELECT transaction_id, source, amount, currency, booking_reference, "
+                          "source_account, provider_reference FROM transactions").fetchall():
+        own = sent[(row[0], row[1])]
+        for name, value in zip(columns, row[2:], strict=True):
+            assert value is None or value in own.get(name, set()), (row[1], name, value)
