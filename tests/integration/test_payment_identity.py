@@ -138,6 +138,16 @@ def test_a_timeout_names_its_payments_source(db: psycopg.Connection) -> None:
     assert statuses == {"transactions": "timed_out", "stripe": "pending"}
 
 
+def test_a_timeout_written_before_sources_were_named_times_out_every_row_with_the_id(
+        db: psycopg.Connection) -> None:
+    project(db, [generic("tx-old", "pending", "10.00", "EUR"),
+                 chapa("charge.success", "c1", tx_ref="tx-old"),
+                 ("scheduler:payment.timed_out:tx-old", "scheduler", "payment.timed_out",
+                  orjson.dumps({"transaction_id": "tx-old"}))])
+    statuses = dict(db.execute("SELECT source, status FROM transactions"))
+    assert statuses == {"transactions": "timed_out", "chapa": "succeeded"}
+
+
 # --- property: no row holds what its own source did not send ---------------------------------
 
 IDS = ["pi_shared", "tx-shared"]
