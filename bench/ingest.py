@@ -141,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     signed = presign(200_000)
     with scratch("bench_ingest") as settings:
-        plain = env_for(settings)
+        plain = env_for(settings, HOOKLINE_TRANSACTIONS_UNSIGNED="allow")  # measured unsigned
         secured = env_for(settings, HOOKLINE_TRANSACTIONS_SECRETS=SECRET)
         rows = measure("ceiling", plain, args, 18600, None)
         rows += measure("hookline unsigned", plain, args, 18601, None)

@@ -54,6 +54,7 @@ class Settings:
     transactions_secrets: tuple[str, ...] = ()
     bookings_public_keys: tuple[str, ...] = ()
     transactions_public_keys: tuple[str, ...] = ()
+    transactions_unsigned: bool = False  # development only: accept them, never trusted
     operator_tokens: tuple[str, ...] = ()
     metrics_tokens: tuple[str, ...] = ()
     development: bool = False
@@ -140,6 +141,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         transactions_secrets=read.secrets("HOOKLINE_TRANSACTIONS_SECRETS", standard=True),
         bookings_public_keys=read.secrets("HOOKLINE_BOOKINGS_PUBLIC_KEYS"),
         transactions_public_keys=read.secrets("HOOKLINE_TRANSACTIONS_PUBLIC_KEYS"),
+        transactions_unsigned=read.parsed("HOOKLINE_TRANSACTIONS_UNSIGNED", False, _allow,
+                                          "allow or refuse"),
         operator_tokens=read.secrets("HOOKLINE_OPERATOR_TOKENS"),
         metrics_tokens=read.secrets("HOOKLINE_METRICS_TOKENS"),
         development=development,

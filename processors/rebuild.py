@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 SCHEMA, RETIRED, LIVE = "hookline_rebuild", "hookline_retired", "public"
 CONSUMER = "rebuild"
 # in lock order, with each table's primary key; the outbox and the checkpoints stay live
-KEYS = {"events": ("offset", "partition"), "transactions": ("transaction_id",),
+KEYS = {"events": ("offset", "partition"), "transactions": ("transaction_id", "source"),
         "bookings": ("reference",)}
 PROJECTION_TIMES = {"events": ("projected_at",),
                     "transactions": ("created_at", "processed_at", "updated_at"),

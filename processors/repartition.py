@@ -377,7 +377,8 @@ def _hand_over(control: psycopg.Connection[Any], targets: Sequence[Target], end:
                         rows.write_row((old, k, new))
             control.execute("ANALYZE moved")
             _renumber_events(control)
-            for table, key in (("transactions", "transaction_id"), ("bookings", "reference")):
+            for table, key in (("transactions", ("transaction_id", "source")),
+                               ("bookings", ("reference",))):
                 _renumber_last_offsets(control, table, key)
             _move_checkpoints(control, targets, end)
     except psycopg.Error as exc:
@@ -405,13 +406,15 @@ def _renumber_events(control: psycopg.Connection[Any]) -> None:
         'WHERE "offset" < 0')
 
 
-def _renumber_last_offsets(control: psycopg.Connection[Any], table: str, key: str) -> None:
+def _renumber_last_offsets(control: psycopg.Connection[Any], table: str,
+                           key: Sequence[str]) -> None:
     """A row's last_offset names the record that last changed it: now its offset in its
     partition (-1 for a record retention removed: before every record of the partitions)."""
+    same = sql.SQL(" AND ").join(sql.SQL("o.{0} = t.{0}").format(sql.Identifier(c)) for c in key)
     control.execute(sql.SQL(
         "UPDATE {table} AS t SET last_offset = coalesce(m.new_offset, -1) "
         "FROM {table} AS o LEFT JOIN moved AS m ON m.old_offset = o.last_offset "
-        "WHERE o.{key} = t.{key}").format(table=sql.Identifier(table), key=sql.Identifier(key)))
+        "WHERE {same}").format(table=sql.Identifier(table), same=same))
 
 
 def _move_checkpoints(control: psycopg.Connection[Any], targets: Sequence[Target],

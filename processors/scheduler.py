@@ -34,8 +34,9 @@ _EXPIRED = (
     "WHERE status = 'pending' AND expires_at <= now() ORDER BY expires_at LIMIT %s"
 )
 _TIMED_OUT = (
-    "SELECT transaction_id, booking_reference, created_at FROM transactions "
-    "WHERE status = 'pending' AND created_at <= now() - make_interval(secs => %s) "
+    "SELECT source, transaction_id, booking_reference, created_at FROM transactions "
+    "WHERE status = 'pending' AND trusted "
+    "AND created_at <= now() - make_interval(secs => %s) "
     "ORDER BY created_at LIMIT %s"
 )
 
@@ -87,8 +88,8 @@ class Scheduler:
         timed_out = self.conn.execute(
             _TIMED_OUT, (self.settings.payment_timeout, LIMIT)).fetchall()
         return ([booking_expired(reference, expires_at, now) for reference, expires_at in expired]
-                + [payment_timed_out(tx, reference, since, now) for tx, reference, since
-                   in timed_out])
+                + [payment_timed_out(source, tx, reference, since, now)
+                   for source, tx, reference, since in timed_out])
 
     def _fired_lately(self, record_id: str) -> bool:
         now = time.monotonic()

@@ -49,6 +49,8 @@ def run_pipeline(settings: Settings) -> None:
     if not settings.operator_tokens:
         token = DEVELOPMENT_MARK + secrets.token_urlsafe(18)
         env["HOOKLINE_OPERATOR_TOKENS"] = token
+    if not settings.transactions_secrets:  # development: unsigned, never trusted
+        env["HOOKLINE_TRANSACTIONS_UNSIGNED"] = "allow"
     hookline = [sys.executable, "-m", "processors.cli"]
     # gunicorn on the internal binds; the front serves the public ones and passes it only
     # whole, well-formed requests (first in the list: the first to stop taking requests)

@@ -20,6 +20,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from sqlalchemy.engine import Engine
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
+from werkzeug.routing import PathConverter
 
 from eventlog.settings import Settings
 from ingest.app import install_request_ids, json_response, metrics_view, register_error_handlers
@@ -128,6 +129,10 @@ class TransactionFilters(PageArgs):
     cursor = Cursor(queries.TRANSACTIONS)
 
 
+class TransactionSource(Schema):
+    source = OneOf(SOURCES, metadata={"description": "the source whose transaction to show"})
+
+
 class BookingFilters(PageArgs):
     status = OneOf(queries.BOOKING_STATUSES)
     customer_email = Text()
@@ -201,6 +206,19 @@ class TransactionOut(Schema):
     processed_at = Always(fields.DateTime)
     updated_at = Always(fields.DateTime)
     last_offset = Always(fields.Integer)
+    trusted = Always(fields.Boolean, metadata={
+        "description": "false while every report of this payment came from a sender that "
+                       "could not be verified: it confirms no booking"})
+
+
+class CandidateOut(Schema):
+    transaction_id = Always(fields.String)
+    source = Always(fields.String)
+    status = Always(fields.String)
+
+
+class AmbiguousOut(ErrorOut):
+    candidates = fields.List(fields.Nested(CandidateOut), required=True)
 
 
 class EventOut(Schema):
@@ -325,6 +343,14 @@ class StatusOut(Schema):
 # --- the application --------------------------------------------------------------------------
 
 
+class _AnyId(PathConverter):
+    """A provider's id as given: any characters, slashes anywhere (a path must not start
+    with one)."""
+
+    regex = ".+?"
+    part_isolating = False  # matched across slashes (werkzeug guesses from the regex)
+
+
 class _Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400  # a bad argument is the caller's error, as in every list
     # a misspelt filter is refused, not silently ignored
@@ -367,6 +393,7 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
     api = _Api(app, spec_kwargs={"components": {"securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     api.register_field(Cursor, "string", None)
+    app.url_map.converters["id"] = _AnyId
     tokens = [token.encode() for token in settings.operator_tokens]
     # a scraper's token reads /metrics and nothing else
     scrapers = tokens + [token.encode() for token in settings.metrics_tokens]
@@ -454,18 +481,27 @@ def _transactions_blueprint(engine: Engine, sources: Mapping[str, Interpreter]) 
     @blp.response(200, TransactionPage)
     @_errors(blp)
     def list_transactions(args: dict[str, Any]) -> dict[str, Any]:
-        """Transactions, newest first (created_at, then transaction_id)."""
+        """Transactions, newest first (created_at, then transaction_id, then source)."""
         return _page(engine, queries.TRANSACTIONS, args)
 
-    @blp.route("/<transaction_id>")
+    # an id may hold any character a source allows, "/" (or %2F) included, even first
+    @blp.route("/<id:transaction_id>", merge_slashes=False)
+    @blp.arguments(TransactionSource, location="query")
     @blp.response(200, TransactionDetail)
+    @blp.alt_response(409, schema=AmbiguousOut, description="several sources have this id: "
+                      "each is a candidate; choose one with ?source=")
     @_errors(blp, 404)
-    def get_transaction(transaction_id: str) -> Mapping[str, Any]:
-        """One transaction with its event trail, oldest first."""
+    def get_transaction(args: dict[str, Any], transaction_id: str) -> Any:
+        """One transaction with its event trail, oldest first; `source` chooses among sources
+        that have the same id."""
         if "\x00" in transaction_id:
             abort(404, "no such transaction")
-        with engine.connect() as conn:
-            found = queries.transaction(conn, transaction_id, sources)
+        try:
+            with engine.connect() as conn:
+                found = queries.transaction(conn, transaction_id, sources, args.get("source"))
+        except queries.Ambiguous as exc:
+            return json_response(409, {"error": "ambiguous", "detail": str(exc),
+                                       "candidates": exc.candidates})
         return _found(found, f"transaction {transaction_id!r}")
 
     return blp

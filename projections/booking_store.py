@@ -18,7 +18,7 @@ from psycopg import sql
 
 from eventlog.envelope import Envelope
 from projections import bulk
-from projections.bookings import BookingState, Ledger, Notice, PaymentChange
+from projections.bookings import BookingState, Ledger, Notice, PaymentChange, payment_key
 from projections.domain import BookingEvent, DomainEvent
 from projections.outbox import compose, enqueue
 from projections.transactions import TransactionState
@@ -67,16 +67,17 @@ def _load_bookings(conn: psycopg.Connection[Any],
 
 
 def _load_payments(conn: psycopg.Connection[Any], references: set[str],
-                   changes: Sequence[PaymentChange]) -> dict[str, dict[str, TransactionState]]:
+                   changes: Sequence[PaymentChange],
+                   ) -> dict[str, dict[tuple[str, str], TransactionState]]:
     """Each booking's transactions as they were before this batch (the batch replays after)."""
     cursor = conn.execute(_SELECT_PAYMENTS, (list(references),))
-    rewound: dict[str, TransactionState | None] = {}
+    rewound: dict[tuple[str, str], TransactionState | None] = {}
     for change in changes:
-        rewound.setdefault(change.after.transaction_id, change.before)
+        rewound.setdefault(payment_key(change.after), change.before)
     current = [TransactionState(*row) for row in cursor]
     earlier = [s for s in rewound.values() if s is not None]
-    payments: dict[str, dict[str, TransactionState]] = {}
-    for state in [*(s for s in current if s.transaction_id not in rewound), *earlier]:
+    payments: dict[str, dict[tuple[str, str], TransactionState]] = {}
+    for state in [*(s for s in current if payment_key(s) not in rewound), *earlier]:
         if state.booking_reference in references:
-            payments.setdefault(state.booking_reference, {})[state.transaction_id] = state
+            payments.setdefault(state.booking_reference, {})[payment_key(state)] = state
     return payments

@@ -6,7 +6,9 @@ pending → confirmed (a succeeded payment covers the total in its currency) | c
 confirmed → cancelled | refunded (every covering payment refunded; also after a cancellation, so
 that a refund and a cancellation give the same result in either order).
 A payment for a booking that left `pending` unpaid raises `late_payment`; a payment that does not
-cover the total raises `amount_mismatch`. Neither changes the status.
+cover the total raises `amount_mismatch`. Neither changes the status. Only trusted payments
+count: one known only from senders ingress could not verify confirms nothing, raises no flag
+and sends no email.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ class Notice:
     payment: TransactionState | None = None
 
 
+def payment_key(payment: TransactionState) -> tuple[str, str]:
+    """A payment's identity: the same id from two sources is two payments."""
+    return payment.transaction_id, payment.source
+
+
 def covers(booking: BookingState, payment: TransactionState) -> bool:
     return (payment.currency == booking.currency and payment.amount is not None
             and booking.total_amount is not None and payment.amount >= booking.total_amount)
@@ -113,7 +120,7 @@ def settle(state: BookingState, payments: Iterable[TransactionState],
     """The booking given every transaction with its reference; `at` dates a confirmation."""
     if not state.known:
         return state
-    paid = [p for p in payments if p.status in PAID]
+    paid = [p for p in payments if p.status in PAID and p.trusted]
     covering = [p for p in paid if covers(state, p)]
     status, confirmed_at = state.status, state.confirmed_at
     if status == "pending" and covering:
@@ -140,7 +147,7 @@ class Ledger:
     """Bookings and their payments during one batch, advanced one record at a time."""
 
     bookings: dict[str, BookingState]
-    payments: dict[str, dict[str, TransactionState]]
+    payments: dict[str, dict[tuple[str, str], TransactionState]]
     ttl: timedelta
     now: datetime
     changed: dict[str, BookingState] = field(default_factory=dict)
@@ -156,7 +163,7 @@ class Ledger:
         reference = change.after.booking_reference
         if reference is None:
             return []
-        self.payments.setdefault(reference, {})[change.after.transaction_id] = change.after
+        self.payments.setdefault(reference, {})[payment_key(change.after)] = change.after
         before = self.bookings.get(reference)
         if before is None:
             return []
@@ -174,7 +181,7 @@ class Ledger:
 
 def notices(before: BookingState | None, after: BookingState, offset: int,
             change: PaymentChange | None,
-            payments: Mapping[str, TransactionState]) -> list[Notice]:
+            payments: Mapping[tuple[str, str], TransactionState]) -> list[Notice]:
     """The emails one record makes due: each transition is crossed at most once."""
     if not after.known:
         return []
@@ -183,7 +190,8 @@ def notices(before: BookingState | None, after: BookingState, offset: int,
     if created and after.status not in ("cancelled", "expired"):  # not ended before it began
         found.append(Notice("booking_confirmation", after, offset))
     if after.confirmed_at is not None and (before is None or before.confirmed_at is None):
-        paid = [p for p in payments.values() if p.status in PAID and covers(after, p)]
+        paid = [p for p in payments.values()
+                if p.status in PAID and p.trusted and covers(after, p)]
         found.append(Notice("payment_confirmation", after, offset, min(paid, key=_by_id)))
     failed = _failed_payment(created, change, payments)
     if failed is not None and after.status == "pending":
@@ -192,15 +200,18 @@ def notices(before: BookingState | None, after: BookingState, offset: int,
 
 
 def _failed_payment(created: bool, change: PaymentChange | None,
-                    payments: Mapping[str, TransactionState]) -> TransactionState | None:
-    """The payment that just failed, or on creation the last one that had failed before."""
+                    payments: Mapping[tuple[str, str], TransactionState],
+                    ) -> TransactionState | None:
+    """The trusted payment that just failed, or on creation the last one that had failed."""
     if change is not None:
-        was_failed = change.before is not None and change.before.status == "failed"
-        return change.after if change.after.status == "failed" and not was_failed else None
-    failed = [p for p in payments.values() if p.status == "failed"]
-    return max(failed, key=lambda p: (p.last_offset, p.transaction_id)) if created and failed \
+        was_failed = change.before is not None and change.before.status == "failed" \
+            and change.before.trusted
+        failed_now = change.after.status == "failed" and change.after.trusted
+        return change.after if failed_now and not was_failed else None
+    failed = [p for p in payments.values() if p.status == "failed" and p.trusted]
+    return max(failed, key=lambda p: (p.last_offset, *payment_key(p))) if created and failed \
         else None
 
 
-def _by_id(payment: TransactionState) -> str:
-    return payment.transaction_id
+def _by_id(payment: TransactionState) -> tuple[str, str]:
+    return payment_key(payment)

@@ -28,19 +28,23 @@ class PaymentReported:
 
 @dataclass(frozen=True, slots=True)
 class PaymentRefunded:
-    """A payment was refunded; `amount_refunded` is the running total the provider reports."""
+    """A payment was refunded; `amount_refunded` is the running total the provider reports,
+    or with `running_total` false the amount of this one refund (each reported once)."""
 
     transaction_id: str
     amount_refunded: Decimal
     currency: str | None = None
     occurred_at: datetime | None = None
+    running_total: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class PaymentTimedOut:
-    """A payment stayed pending past the payment timeout."""
+    """A payment stayed pending past the payment timeout; `source` is the payment's (None in
+    records written before transactions were keyed by source: every row with the id)."""
 
     transaction_id: str
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

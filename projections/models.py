@@ -83,8 +83,9 @@ class Transaction(Base):
     """One row per payment or transfer, whatever order its events arrived in."""
 
     __tablename__ = "transactions"
+    # identity is (source, transaction_id); the key leads with the id for lookups by id alone
     transaction_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    source: Mapped[ShortText]
+    source: Mapped[str] = mapped_column(String(255), primary_key=True)
     booking_reference: Mapped[str | None] = mapped_column(Text)
     source_account: Mapped[str | None] = mapped_column(Text)
     destination_account: Mapped[str | None] = mapped_column(Text)
@@ -99,19 +100,21 @@ class Transaction(Base):
     processed_at: Mapped[Timestamp]
     updated_at: Mapped[Timestamp]
     last_offset: Mapped[int] = mapped_column(BigInteger)
+    # false while every report of this payment came from a sender ingress could not verify
+    trusted: Mapped[bool] = mapped_column(server_default="true")
 
     __table_args__ = (
         Index("transactions_booking_reference", "booking_reference"),
         # the scheduler's question: which payments have been pending too long
         Index("transactions_pending_since", "created_at",
               postgresql_where=text("status = 'pending'")),
-        # the operator API's filters, each read newest first (migration 0004)
-        Index("transactions_created", "created_at", "transaction_id"),
-        Index("transactions_status", "status", "created_at", "transaction_id"),
+        # the operator API's filters, each read newest first (migrations 0004, 0006)
+        Index("transactions_created", "created_at", "transaction_id", "source"),
+        Index("transactions_status", "status", "created_at", "transaction_id", "source"),
         Index("transactions_source", "source", "created_at", "transaction_id"),
-        Index("transactions_disputed", "created_at", "transaction_id",
+        Index("transactions_disputed", "created_at", "transaction_id", "source",
               postgresql_where=text("disputed")),
-        Index("transactions_refunded", "created_at", "transaction_id",
+        Index("transactions_refunded", "created_at", "transaction_id", "source",
               postgresql_where=text("refunded_amount > 0")),
     )
 

@@ -131,7 +131,7 @@ def _older_than(columns: list[Column[Any]], key: Sequence[Any]) -> ColumnElement
     return tuple_(*columns) < tuple_(*key)
 
 
-TRANSACTIONS = Listing("transactions", _transactions, ("created_at", "transaction_id"), {
+TRANSACTIONS = Listing("transactions", _transactions, ("created_at", "transaction_id", "source"), {
     "status": lambda v: _transactions.c.status == v,
     "source": lambda v: _transactions.c.source == v,
     "booking_reference": lambda v: _transactions.c.booking_reference == v,
@@ -195,14 +195,32 @@ def _shape(row: Row) -> Row:
     return row
 
 
+class Ambiguous(LookupError):
+    """Several sources have a transaction with this id; `candidates` names each."""
+
+    def __init__(self, transaction_id: str, candidates: list[Row]) -> None:
+        super().__init__(f"{len(candidates)} sources have a transaction {transaction_id!r}: "
+                         "choose one with ?source=")
+        self.candidates = candidates
+
+
 def transaction(conn: Connection, transaction_id: str,
-                interpreters: Mapping[str, Interpreter] | None = None) -> Row | None:
-    """The transaction; with `interpreters`, also its event trail under "events"."""
-    row = conn.execute(select(_transactions).where(
-        _transactions.c.transaction_id == transaction_id)).mappings().first()
-    if row is None:
+                interpreters: Mapping[str, Interpreter] | None = None,
+                source: str | None = None) -> Row | None:
+    """The transaction with this id (of `source` when given); with `interpreters`, also its
+    event trail under "events". Ambiguous when several sources have the id."""
+    query = select(_transactions).where(_transactions.c.transaction_id == transaction_id)
+    if source is not None:
+        query = query.where(_transactions.c.source == source)
+    rows = [_shape(dict(row)) for row in conn.execute(
+        query.order_by(_transactions.c.source)).mappings()]
+    if len(rows) > 1:
+        raise Ambiguous(transaction_id, [{"transaction_id": r["transaction_id"],
+                                          "source": r["source"], "status": r["status"]}
+                                         for r in rows])
+    if not rows:
         return None
-    found = _shape(dict(row))
+    found = rows[0]
     if interpreters is not None:
         found["events"] = transaction_trail(conn, found, interpreters)
     return found
@@ -210,17 +228,21 @@ def transaction(conn: Connection, transaction_id: str,
 
 def transaction_trail(conn: Connection, found: Row,
                       interpreters: Mapping[str, Interpreter]) -> list[Row]:
-    """Records about this payment: its subject is the payment's id, or its booking's reference
-    and the source's own interpretation names the payment (a booking's records name others)."""
-    transaction_id = found["transaction_id"]
+    """Records about this payment: its subject is the payment's id, or its booking's reference,
+    and the source's own interpretation names the payment (a booking's records name others,
+    another source's records with the same id another payment)."""
+    transaction_id, source = found["transaction_id"], found["source"]
     subjects = [s for s in (transaction_id, found["booking_reference"]) if s]
     return [row for row in _trail(conn, subjects, with_payload=True)
-            if row["subject"] == transaction_id or _names(row, transaction_id, interpreters)]
+            if _names(row, transaction_id, source, interpreters)]
 
 
-def _names(row: Row, transaction_id: str, interpreters: Mapping[str, Interpreter]) -> bool:
+def _names(row: Row, transaction_id: str, source: str,
+           interpreters: Mapping[str, Interpreter]) -> bool:
+    if row["source"] == source and row["subject"] == transaction_id:
+        return True
     interpret = interpreters.get(row["source"])
-    if interpret is None or row["payload"] is None:
+    if row["source"] not in (source, "scheduler") or interpret is None or row["payload"] is None:
         return False
     envelope = Envelope(row["id"], row["source"], row["type"], row["subject"],
                         row["received_at"], row["payload"].encode())
@@ -228,7 +250,9 @@ def _names(row: Row, transaction_id: str, interpreters: Mapping[str, Interpreter
         events = interpret(envelope)
     except Exception:  # a record that cannot be read names no payment
         return False
-    return any(getattr(event, "transaction_id", None) == transaction_id for event in events)
+    # a time-out names its payment's source (none in records written before it did)
+    return any(getattr(event, "transaction_id", None) == transaction_id
+               and getattr(event, "source", None) in (source, None) for event in events)
 
 
 def _trail(conn: Connection, subjects: Sequence[str], with_payload: bool = False) -> list[Row]:
@@ -252,11 +276,12 @@ def booking(conn: Connection, reference: str) -> Row | None:
     found = _shape(dict(row))
     found["transactions"] = [_shape(dict(r)) for r in conn.execute(
         select(_transactions).where(_transactions.c.booking_reference == reference)
-        .order_by(_transactions.c.created_at, _transactions.c.transaction_id)).mappings()]
+        .order_by(_transactions.c.created_at, _transactions.c.transaction_id,
+                  _transactions.c.source)).mappings()]
     found["emails"] = [dict(r) for r in conn.execute(
         select(*_outbox_columns()).where(_outbox.c.booking_reference == reference)
         .order_by(_outbox.c.id)).mappings()]
-    subjects = [reference, *(t["transaction_id"] for t in found["transactions"])]
+    subjects = [reference, *{t["transaction_id"] for t in found["transactions"]}]
     found["events"] = _trail(conn, subjects)
     return found
 

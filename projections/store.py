@@ -8,7 +8,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
+from itertools import groupby
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import psycopg
@@ -20,13 +21,14 @@ from ingest.sources.base import Interpreter
 from projections import bulk, transactions
 from projections.booking_store import project_bookings
 from projections.bookings import PaymentChange
-from projections.domain import DomainEvent, PaymentEvent, Rejected
+from projections.domain import DomainEvent, PaymentEvent, PaymentTimedOut, Rejected
 from projections.locks import Row, lock_rows
 from projections.rejections import rejections_lock
-from projections.transactions import TransactionState
+from projections.transactions import Refused, TransactionState
 
 log = logging.getLogger(__name__)
 
+TxKey = tuple[str, str]  # a transaction row's key: (transaction_id, source)
 _TX_COLUMNS = [f.name for f in fields(TransactionState)]
 _TX_ROW = attrgetter(*_TX_COLUMNS)  # dataclasses.astuple deep-copies every value: far slower
 _EVENT_COLUMNS = ("offset", "partition", "id", "source", "type", "subject", "received_at",
@@ -139,7 +141,11 @@ def _project(conn: psycopg.Connection[Any], records: Sequence[Record],
     seen = _already_projected(conn, [e.id for _, e in envelopes if e is not None])
     rows, effects = _interpret(envelopes, seen, step.interpreters, rejections)
     locked = lock_rows(conn, _named_rows(effects), set()) if partition.shared else set()
-    changes = _apply_transactions(conn, effects, step.now)
+    untrusted = {row.offset for row in rows if row.envelope and not row.envelope.trusted}
+    changes, refused = _apply_transactions(conn, effects, untrusted, step.now)
+    for row in rows:  # a report the state rules did not take, and why
+        if row.offset in refused:
+            row.outcome, row.error = refused[row.offset].outcome, str(refused[row.offset])
     if partition.shared:  # bookings their stored payments name, known only now
         lock_rows(conn, {("booking", c.after.booking_reference) for c in changes
                          if c.after.booking_reference}, locked)
@@ -275,7 +281,7 @@ def _named_rows(effects: Iterable[tuple[int, str, DomainEvent]]) -> set[Row]:
     """The transactions and bookings a batch's events name."""
     named: set[Row] = set()
     for _, _, event in effects:
-        if isinstance(event, PaymentEvent):
+        if isinstance(event, PaymentEvent):  # every source's row with the id: one lock
             named.add(("transaction", event.transaction_id))
         if reference := getattr(event, "booking_reference", None) or getattr(
                 event, "reference", None):
@@ -284,32 +290,59 @@ def _named_rows(effects: Iterable[tuple[int, str, DomainEvent]]) -> set[Row]:
 
 
 def _apply_transactions(conn: psycopg.Connection[Any],
-                        effects: list[tuple[int, str, DomainEvent]],
-                        now: datetime) -> list[PaymentChange]:
+                        effects: list[tuple[int, str, DomainEvent]], untrusted: set[int],
+                        now: datetime) -> tuple[list[PaymentChange], dict[int, Refused]]:
+    """Apply each record's payment events to its rows, all of a record's or none; the changes
+    in log order and the records refused, by offset."""
     payment_effects = [(o, s, e) for o, s, e in effects if isinstance(e, PaymentEvent)]
     if not payment_effects:
-        return []
+        return [], {}
     states = _load_transactions(conn, {e.transaction_id for _, _, e in payment_effects})
-    changed: dict[str, TransactionState] = {}
+    changed: dict[TxKey, TransactionState] = {}
     timeline: list[PaymentChange] = []  # every step, for the bookings joined in log order
-    for offset, source, event in payment_effects:
-        before = states.get(event.transaction_id)
-        new = transactions.apply(before, event, source, offset, now)
-        if new is not None:
-            states[new.transaction_id] = changed[new.transaction_id] = new
-            timeline.append(PaymentChange(offset, before, new))
-    bulk.upsert(conn, "transactions", _TX_COLUMNS, ["transaction_id"],
+    refused: dict[int, Refused] = {}
+    for offset, group in groupby(payment_effects, key=itemgetter(0)):
+        trial: dict[TxKey, TransactionState] = {}  # this record's rows, kept if all are taken
+        steps: list[PaymentChange] = []
+        try:
+            for _, source, event in group:
+                for key in _rows_of(source, event, states, trial):
+                    before = trial.get(key) or states.get(key)
+                    new = transactions.apply(before, event, key[1], offset, now,
+                                             offset not in untrusted)
+                    if new is not None:
+                        trial[key] = new
+                        steps.append(PaymentChange(offset, before, new))
+        except Refused as exc:
+            refused[offset] = exc
+            continue
+        states.update(trial)
+        changed.update(trial)
+        timeline += steps
+    bulk.upsert(conn, "transactions", _TX_COLUMNS, ["transaction_id", "source"],
                 map(_TX_ROW, changed.values()))
-    return timeline
+    return timeline, refused
+
+
+def _rows_of(source: str, event: PaymentEvent,
+             *known: Mapping[TxKey, TransactionState]) -> list[TxKey]:
+    """The rows an event is about: its own source's, or for a time-out the payment's source
+    (every row with the id when a record written before sources were named says none)."""
+    if not isinstance(event, PaymentTimedOut):
+        return [(event.transaction_id, source)]
+    if event.source is not None:
+        return [(event.transaction_id, event.source)]
+    return sorted({key for rows in known for key in rows if key[0] == event.transaction_id})
 
 
 def _load_transactions(conn: psycopg.Connection[Any],
-                       ids: set[str]) -> dict[str, TransactionState]:
+                       ids: set[str]) -> dict[TxKey, TransactionState]:
+    """Every row with one of the ids, whatever its source: one key range each."""
     cursor = conn.execute(
         f"SELECT {', '.join(_TX_COLUMNS)} FROM transactions "
         "WHERE transaction_id = ANY(%s)",
         (list(ids),))
-    return {row[0]: TransactionState(*row) for row in cursor}
+    return {(row[0], row[1]): TransactionState(*row) for row in cursor}
 
 
 def _insert_events(conn: psycopg.Connection[Any], rows: list[_Row], now: datetime,

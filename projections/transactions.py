@@ -1,11 +1,15 @@
 """Transaction state rules: a join-semilattice, so arrival order and repeats do not matter.
 
-Status only climbs pending < timed_out < failed < succeeded, and refunds lift a succeeded
-payment to partially_refunded or refunded by amount. Every other field is a join as well: a
-field keeps a value once one is known and, where providers disagree, the smaller value wins (a
-tie-break that does not depend on order; for the amount it is the conservative one). Refunds
-keep the largest running total reported, never more than the amount; created_at is the
-earliest time known; a dispute flag, once raised, stays.
+A row is one payment of one source: (source, transaction_id). Status only climbs pending <
+timed_out < failed < succeeded, and refunds lift a succeeded payment to partially_refunded or
+refunded by amount. Each report is a whole fact: one whose amount, currency, accounts or
+booking reference differ from what is known is refused as a conflict, never merged field by
+field. The provider reference, where reports disagree, keeps the smaller value (a tie-break
+that does not depend on order). A running total of refunds keeps the largest reported; refunds
+reported one by one add up; neither exceeds the amount. created_at is the earliest time known;
+a dispute flag, once raised, stays; the failure reason is that of a payment still failed.
+A row made only from unverified reports is untrusted; a verified report replaces it, and an
+unverified report never changes a trusted row.
 """
 
 from __future__ import annotations
@@ -48,6 +52,21 @@ class TransactionState:
     failure_reason: str | None = None
     refunded_amount: Decimal = Decimal(0)
     disputed: bool = False
+    trusted: bool = True
+
+
+class Refused(Exception):
+    """The report does not change the row: projected with `outcome` and the reason."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+
+
+UNTRUSTED = "untrusted report for a verified payment"
+# each report states these as a whole: one that differs is a conflict, not a correction
+_WHOLE = ("amount", "currency", "source_account", "destination_account", "booking_reference")
+_SHOWN = frozenset({"amount", "currency"})  # the others may be personal: named, not shown
 
 
 def settled_status(state: TransactionState) -> str:
@@ -56,12 +75,18 @@ def settled_status(state: TransactionState) -> str:
 
 
 def apply(state: TransactionState | None, event: PaymentEvent, source: str, offset: int,
-          at: datetime) -> TransactionState | None:
-    """The state after `event`, or None when the event changes nothing."""
+          at: datetime, trusted: bool = True) -> TransactionState | None:
+    """The state after `event`, or None when the event changes nothing; Refused when the
+    report is not taken (a conflict, or an unverified report about a verified payment)."""
+    if isinstance(event, PaymentTimedOut) and (state is None or not state.trusted):
+        return None  # hookline waits only on verified payments (the scheduler reads trusted)
+    if state is not None and state.trusted != trusted:
+        if not trusted:
+            raise Refused("ignored", UNTRUSTED)
+        state = None  # a verified report: what only unverified ones said is set aside
     if state is None:
-        if isinstance(event, PaymentTimedOut):
-            return None  # the scheduler times out only transactions it has read: never first
-        state = TransactionState(event.transaction_id, source, "pending", at, at, at, offset)
+        state = TransactionState(event.transaction_id, source, "pending", at, at, at, offset,
+                                 trusted=trusted)
         base = None
     else:
         base = state
@@ -79,20 +104,33 @@ def _merge(state: TransactionState, event: PaymentEvent) -> dict[str, Any]:
     """The fields the event changes, as a mapping."""
     match event:
         case PaymentReported():
+            _refuse_conflict(state, event, _WHOLE)
             reason = event.failure_reason if event.status == "failed" else None
             filled = _fill(state, event)
             return filled | _settle(state, filled, event.status, reason)
         case PaymentRefunded():
+            _refuse_conflict(state, event, ("currency",))
+            total = event.amount_refunded if event.running_total else (
+                state.refunded_amount + event.amount_refunded)
             refunded = {
                 "currency": join(state.currency, event.currency),
                 "created_at": _earliest(state.created_at, event.occurred_at),
-                "refunded_amount": max(state.refunded_amount, event.amount_refunded),
+                "refunded_amount": max(state.refunded_amount, total),
             }
             return refunded | _settle(state, refunded, "succeeded", None)
         case PaymentTimedOut():
             return _settle(state, {}, "timed_out", None)
         case PaymentDisputed():
             return {"disputed": True}
+
+
+def _refuse_conflict(state: TransactionState, event: PaymentEvent,
+                     names: tuple[str, ...]) -> None:
+    for name in names:
+        known, incoming = getattr(state, name), getattr(event, name)
+        if known is not None and incoming is not None and known != incoming:
+            shown = f" {incoming} where {known} is known" if name in _SHOWN else ""
+            raise Refused("rejected", f"conflict: the report's {name} differs{shown}")
 
 
 def _fill(state: TransactionState, event: PaymentReported) -> dict[str, Any]:
@@ -113,10 +151,12 @@ def _settle(state: TransactionState, changes: dict[str, Any], incoming: str,
     refunded = changes.get("refunded_amount", state.refunded_amount)
     settled = max(settled_status(state), incoming, key=RANK.__getitem__)
     if amount is not None:
-        # exact whatever the order, because the amount only ever goes down (see join)
+        # exact whatever the order: the amount, once known, never changes (a conflict)
         refunded = min(refunded, amount)
-    return {"status": _refund_status(settled, refunded, amount), "refunded_amount": refunded,
-            "failure_reason": join(state.failure_reason, reason)}
+    status = _refund_status(settled, refunded, amount)
+    # a payment that succeeded after failing has no failure reason (the trail keeps it)
+    failure = join(state.failure_reason, reason) if status == "failed" else None
+    return {"status": status, "refunded_amount": refunded, "failure_reason": failure}
 
 
 def _refund_status(settled: str, refunded: Decimal, amount: Decimal | None) -> str:

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import psycopg
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from ingest.signatures import sign_standard_webhooks
+
 T = TypeVar("T")
 TOKEN = "test-operator-token-0001"
+# the transactions secret every pipeline runs with unless a test says otherwise
+TRANSACTIONS_SECRET = "whsec_" + base64.b64encode(b"transactions-test-secret-32bytes").decode()
+# a variable's value in a test's settings that leaves it unset (a blank one stops the process)
+UNSET = None
+# for tests that post raw unsigned transactions and need no booking confirmed by them
+UNSIGNED_TRANSACTIONS = {"HOOKLINE_TRANSACTIONS_SECRETS": UNSET,
+                         "HOOKLINE_TRANSACTIONS_UNSIGNED": "allow"}
 
 
 class NotYet(AssertionError):
@@ -142,6 +155,14 @@ class Pipeline:
 
     def post(self, source: str, body: Any, headers: dict[str, str] | None = None,
              **kwargs: Any) -> requests.Response:
+        """POST a JSON body; a transaction is signed with the pipeline's secret, if it has one
+        and the caller did not sign it."""
+        secret = self.env.get("HOOKLINE_TRANSACTIONS_SECRETS")
+        if source == "transactions" and secret and "webhook-signature" not in (headers or {}):
+            raw = kwargs.pop("data", None) or orjson.dumps(body)
+            return self.http.post(f"{self.ingest_url}/v1/webhooks/{source}", data=raw,
+                                  headers={**signed_transaction(secret, raw), **(headers or {})},
+                                  timeout=30, **kwargs)
         return self.http.post(f"{self.ingest_url}/v1/webhooks/{source}", json=body,
                               headers=headers, timeout=30, **kwargs)
 
@@ -163,6 +184,14 @@ class Pipeline:
         return "\n".join(f"--- {name}\n{p.output()[-4000:]}" for name, p in self.processes.items())
 
 
+def signed_transaction(secret: str, raw: bytes) -> dict[str, str]:
+    """Standard Webhooks headers for a transaction body, a fresh message id each time."""
+    msg_id, now = f"msg_{uuid.uuid4().hex}", int(time.time())
+    return {"Content-Type": "application/json", "webhook-id": msg_id,
+            "webhook-timestamp": str(now),
+            "webhook-signature": sign_standard_webhooks(secret, msg_id, now, raw)}
+
+
 def _forked(master: int, count: int) -> None:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     if len(children) < count:
@@ -174,14 +203,18 @@ def _ok(response: requests.Response) -> None:
         raise NotYet(f"{response.status_code} {response.text[:200]}")
 
 
-def process_env(settings_env: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+def process_env(settings_env: Mapping[str, str | None]) -> dict[str, str]:
+    """The environment of a process under test: `settings_env` over the tests' defaults, a
+    variable given as UNSET left out."""
+    env: dict[str, str | None] = {
+        k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(settings_env)
     env.setdefault("HOOKLINE_PROJECTOR_METRICS_BIND", f"127.0.0.1:{free_port()}")
     env.setdefault("HOOKLINE_OPERATOR_TOKENS", TOKEN)
-    env["HOOKLINE_LOG_LEVEL"] = env.get("HOOKLINE_LOG_LEVEL", "INFO")
-    return env
+    env.setdefault("HOOKLINE_TRANSACTIONS_SECRETS", TRANSACTIONS_SECRET)
+    env["HOOKLINE_LOG_LEVEL"] = env.get("HOOKLINE_LOG_LEVEL") or "INFO"
+    return {k: v for k, v in env.items() if v is not UNSET}
 
 
 @contextmanager

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
 from eventlog import payloads
 from eventlog.envelope import Envelope
+from projections.amounts import AmountInvalid, parse_amount
 from projections.domain import DomainEvent, Rejected
 
 Headers = Mapping[str, str] | Any
 T = TypeVar("T")
-AMOUNT_LIMIT = Decimal(10) ** 15  # beyond any real payment, and within what numeric stores
 
 
 class PayloadInvalid(Exception):
@@ -88,16 +88,10 @@ class Fields:
         return value if isinstance(value, str) and value else None
 
     def amount(self, name: str) -> Decimal:
-        value = self._data.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-            raise Rejected(f"{self._where}.{name}: expected a decimal amount")
         try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise Rejected(f"{self._where}.{name}: not a decimal amount") from None
-        if not amount.is_finite() or not 0 < amount < AMOUNT_LIMIT:
-            raise Rejected(f"{self._where}.{name}: out of range")
-        return amount
+            return parse_amount(self._data.get(name))
+        except AmountInvalid as exc:
+            raise Rejected(f"{self._where}.{name}: {exc}") from None
 
     def integer(self, name: str, minimum: int) -> int:
         value = self._data.get(name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,22 +15,22 @@ from eventlog.envelope import Envelope
 from eventlog.settings import Settings
 from ingest.signatures import ChapaVerifier
 from ingest.sources.base import (
-    AMOUNT_LIMIT,
     Delivery,
     Headers,
     PayloadInvalid,
     parse_json,
     require_object,
 )
+from projections.amounts import AmountInvalid, parse_amount
 from projections.currencies import exponent, is_currency
 from projections.domain import DomainEvent, PaymentRefunded, PaymentReported, Rejected
 
 NAME = "chapa"
 log = logging.getLogger(__name__)
 _MAX_TEXT = 255
-# far above any real payment, and far below what the database can hold ("1e999999" parses)
 _REFUNDS = frozenset({"charge.refunded", "charge.reversed"})
 _REQUIRED = ["Missing data for required field."]
+_MAX_META = 4096  # a `meta` string longer than this is not read for a reference
 
 
 class ChapaIngress:
@@ -64,16 +64,25 @@ def ingress(settings: Settings) -> ChapaIngress | None:
 
 
 def delivery_key(payload: dict[str, Any]) -> str:
-    """SHA-256 over tx_ref, reference, event and status: Chapa's retries hash the same."""
-    identity = [payload.get(name) for name in ("tx_ref", "reference", "event", "status")]
+    """SHA-256 over tx_ref, reference, event and status: Chapa's retries hash the same. A
+    charge may be refunded more than once: a refund's amount and time tell two apart."""
+    names = ["tx_ref", "reference", "event", "status"]
+    if payload.get("event") in _REFUNDS:
+        names += ["amount", "updated_at"]
+    identity = [payload.get(name) for name in names]
     return hashlib.sha256(orjson.dumps(identity)).hexdigest()
 
 
 def booking_reference(payload: dict[str, Any]) -> str | None:
-    """`meta.booking_reference`, else `tx_ref`: merchants usually use the booking as tx_ref."""
+    """`meta.booking_reference` only, `meta` being an object or (as Chapa's checkout sends it)
+    a JSON string holding one; never guessed from another field."""
     meta = payload.get("meta")
-    found = _text(meta, "booking_reference") if isinstance(meta, dict) else None
-    return found or _text(payload, "tx_ref")
+    if isinstance(meta, str) and len(meta) <= _MAX_META:
+        try:
+            meta = orjson.loads(meta)
+        except orjson.JSONDecodeError:
+            return None
+    return _text(meta, "booking_reference")
 
 
 def interpret(envelope: Envelope) -> list[DomainEvent]:
@@ -105,8 +114,10 @@ def interpret(envelope: Envelope) -> list[DomainEvent]:
     )
     if not refund:
         return [reported]
+    # each refund event states what that refund returned, not a running total (see docs)
     return [reported, PaymentRefunded(transaction_id=tx_ref, amount_refunded=amount,
-                                      currency=currency, occurred_at=occurred_at)]
+                                      currency=currency, occurred_at=occurred_at,
+                                      running_total=False)]
 
 
 def _currency(payload: dict[str, Any], kind: str) -> str:
@@ -117,24 +128,10 @@ def _currency(payload: dict[str, Any], kind: str) -> str:
 
 
 def _amount(payload: dict[str, Any], currency: str, kind: str) -> Decimal:
-    value = payload.get("amount")
-    needs = (f"{kind} needs amount as a decimal string below 10^15 with at most "
-             f"{exponent(currency)} decimal places")
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise Rejected(needs)
     try:
-        amount = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise Rejected(needs) from None
-    if not amount.is_finite() or not 0 <= amount < AMOUNT_LIMIT or (
-            _places(amount) > exponent(currency)):
-        raise Rejected(needs)
-    return amount
-
-
-def _places(amount: Decimal) -> int:
-    power = amount.as_tuple().exponent
-    return -power if isinstance(power, int) else 0
+        return parse_amount(payload.get("amount"), exponent(currency))
+    except AmountInvalid as exc:
+        raise Rejected(f"{kind} needs amount as a decimal string: it {exc}") from None
 
 
 def _created_at(payload: dict[str, Any]) -> datetime | None:

@@ -40,11 +40,13 @@ def booking_expired(reference: str, expires_at: datetime, now: datetime) -> Dead
     return _deadline(BOOKING_EXPIRED, reference, reference, payload, now)
 
 
-def payment_timed_out(transaction_id: str, booking_reference: str | None,
+def payment_timed_out(source: str, transaction_id: str, booking_reference: str | None,
                       pending_since: datetime, now: datetime) -> Deadline:
-    payload = {"transaction_id": transaction_id, "pending_since": pending_since}
-    return _deadline(PAYMENT_TIMED_OUT, transaction_id, booking_reference or transaction_id,
-                     payload, now)
+    """A payment is one source's: the record names both (two sources may share an id)."""
+    payload = {"transaction_id": transaction_id, "source": source,
+               "pending_since": pending_since}
+    return _deadline(PAYMENT_TIMED_OUT, f"{source}:{transaction_id}",
+                     booking_reference or transaction_id, payload, now)
 
 
 def _deadline(kind: str, key: str, subject: str, payload: dict[str, Any],
@@ -60,7 +62,9 @@ def interpret(envelope: Envelope) -> list[DomainEvent]:
         if envelope.type == BOOKING_EXPIRED:
             return [BookingExpired(reference=_text(payload["reference"]))]
         if envelope.type == PAYMENT_TIMED_OUT:
-            return [PaymentTimedOut(transaction_id=_text(payload["transaction_id"]))]
+            source = payload.get("source")  # absent from records written before it was named
+            return [PaymentTimedOut(transaction_id=_text(payload["transaction_id"]),
+                                    source=None if source is None else _text(source))]
     except (KeyError, TypeError) as exc:
         raise Rejected(f"not a valid {envelope.type} record: {exc}") from None
     return []

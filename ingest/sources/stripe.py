@@ -13,6 +13,7 @@ from eventlog.envelope import Envelope
 from eventlog.settings import Settings
 from ingest.signatures import StripeVerifier
 from ingest.sources.base import Delivery, Headers, PayloadInvalid, parse_json, require_object
+from projections.amounts import MAX_PLACES, AmountInvalid, checked
 from projections.currencies import from_minor_units, is_currency
 from projections.domain import (
     DomainEvent,
@@ -63,11 +64,10 @@ def subject(event: dict[str, Any]) -> str | None:
 
 
 def booking_reference(obj: dict[str, Any]) -> str | None:
+    """`metadata.booking_reference` only: client_reference_id is often a user id, not a
+    booking, and a guessed reference could confirm the wrong booking."""
     metadata = obj.get("metadata")
-    found = _text(metadata.get("booking_reference")) if isinstance(metadata, dict) else None
-    if found is None and obj.get("object") == "checkout.session":
-        found = _text(obj.get("client_reference_id"))
-    return found
+    return _text(metadata.get("booking_reference")) if isinstance(metadata, dict) else None
 
 
 def payment_id(obj: dict[str, Any]) -> str | None:
@@ -120,9 +120,12 @@ class _Object:
 
     def amount(self, field: str, currency: str) -> Decimal:
         minor = self.fields.get(field)
-        if isinstance(minor, bool) or not isinstance(minor, int) or minor < 0:
+        if isinstance(minor, bool) or not isinstance(minor, int):
             raise self.rejected(f"data.object.{field} as a whole number of minor units")
-        return major_units(minor, currency)
+        try:
+            return major_units(minor, currency)
+        except AmountInvalid as exc:
+            raise self.rejected(f"data.object.{field} that is an amount: it {exc}") from None
 
     def failure_reason(self) -> str | None:
         error = self.fields.get("last_payment_error")
@@ -132,12 +135,12 @@ class _Object:
 
 
 def major_units(minor: int, currency: str) -> Decimal:
-    """Stripe's minor units as an exact major-unit amount."""
+    """Stripe's minor units as an exact major-unit amount, by the rules of every amount."""
     exponent = _STRIPE_EXPONENTS.get(currency)
     if exponent is None:
-        return from_minor_units(minor, currency)
+        return checked(from_minor_units(minor, currency), MAX_PLACES)
     sign, digits, _ = Decimal(minor).as_tuple()
-    return Decimal((sign, digits, -exponent))
+    return checked(Decimal((sign, digits, -exponent)), MAX_PLACES)
 
 
 def _intent(status: PaymentStatus) -> Callable[[_Object], list[DomainEvent]]:

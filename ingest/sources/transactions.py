@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
@@ -13,7 +12,6 @@ from eventlog.envelope import Envelope, exact_json
 from eventlog.settings import Settings, SettingsError
 from ingest.signatures import StandardWebhooksVerifier
 from ingest.sources.base import (
-    AMOUNT_LIMIT,
     Delivery,
     Fields,
     Headers,
@@ -21,35 +19,23 @@ from ingest.sources.base import (
     parse_json,
     require_object,
 )
+from projections.amounts import AmountInvalid, parse_amount
 from projections.currencies import is_currency
 from projections.domain import DomainEvent, PaymentReported, Rejected
 
 NAME = "transactions"
 INVALID = "transaction.invalid"
 log = logging.getLogger(__name__)
-# Plain ASCII digits only: Decimal() would also take spaces, "_", "+", exponents, other scripts.
-_DECIMAL_STRING = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 class Amount(fields.Field[Decimal]):
-    """A positive decimal with at most 4 places, from a JSON number or string; never a float."""
+    """An amount by the rules of projections.amounts, from a JSON number or string."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
-        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-            raise ValidationError("Must be a decimal number or a decimal string.")
-        if isinstance(value, str) and not _DECIMAL_STRING.fullmatch(value):
-            raise ValidationError("Not a valid decimal number.")
         try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise ValidationError("Not a valid decimal number.") from None
-        if not amount.is_finite() or amount <= 0:
-            raise ValidationError("Must be a positive amount.")
-        if amount >= AMOUNT_LIMIT:
-            raise ValidationError("Too large.")
-        if -amount.as_tuple().exponent > 4:  # type: ignore[operator]
-            raise ValidationError("At most 4 decimal places.")
-        return amount
+            return parse_amount(value)
+        except AmountInvalid as exc:
+            raise ValidationError(f"Not a valid amount: {exc}.") from None
 
 
 class Currency(fields.String):
@@ -95,9 +81,14 @@ class TransactionsIngress:
         except ValueError as exc:  # the message says which secret or key, never its value
             name = "SECRETS" if "secret" in str(exc) else "PUBLIC_KEYS"
             raise SettingsError(f"HOOKLINE_TRANSACTIONS_{name}: {exc}") from None
+        if self._verifier is None and not settings.transactions_unsigned:
+            raise SettingsError("HOOKLINE_TRANSACTIONS_SECRETS is not set: set it (or "
+                                "HOOKLINE_TRANSACTIONS_PUBLIC_KEYS), or set "
+                                "HOOKLINE_TRANSACTIONS_UNSIGNED=allow to accept unsigned "
+                                "transactions that never confirm a booking (development)")
         if self._verifier is None:
-            log.warning("neither HOOKLINE_TRANSACTIONS_SECRETS nor _PUBLIC_KEYS is set: "
-                        "transaction webhooks are accepted unsigned")
+            log.warning("HOOKLINE_TRANSACTIONS_UNSIGNED=allow: transaction webhooks are "
+                        "accepted unsigned, as untrusted reports")
 
     def accept(self, headers: Headers, body: bytes) -> Delivery:
         if self._verifier is None:
@@ -114,6 +105,7 @@ class TransactionsIngress:
             key=data["transaction_id"] if status is None else f"{data['transaction_id']}:{status}",
             type=f"transaction.{status or 'succeeded'}",
             subject=data["booking_reference"] or data["transaction_id"],
+            trusted=self._verifier is not None,  # unsigned: kept, but confirms nothing
         )
 
 

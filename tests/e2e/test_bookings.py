@@ -176,7 +176,7 @@ def test_unpaid_bookings_expire_once_through_the_log_with_two_schedulers_and_two
                          "outcome = 'applied' GROUP BY id").fetchall()
     assert sorted(applied) == sorted(
         [(f"scheduler:booking.expired:{r}", 1) for r in references]
-        + [("scheduler:payment.timed_out:tx-stuck", 1)])
+        + [("scheduler:payment.timed_out:transactions:tx-stuck", 1)])
     appended = scalar(db, "SELECT count(*) FROM events WHERE source = 'scheduler'")
     assert fired == appended  # every record a scheduler appended, and no other, is in the log
     assert templates(db, "BK-00") == ["booking_confirmation"]  # no confirmation for a late payment

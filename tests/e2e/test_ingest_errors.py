@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from ingest.signatures import sign_standard_webhooks
 from tests.conftest import AMQP_URL
-from tests.processes import Pipeline, eventually, running_pipeline, scalar
+from tests.processes import UNSIGNED_TRANSACTIONS, Pipeline, eventually, running_pipeline, scalar
 
 SECRET = "whsec_" + base64.b64encode(b"e2e-transactions-signing-secret!").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"the-previous-secret-rotated-out!").decode()
@@ -59,9 +59,11 @@ def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
 
 @pytest.fixture(scope="module")
 def unsigned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    """An ingest with no transactions secret: invalid deliveries are refused with 422."""
+    """An ingest with no transactions secret, unsigned allowed (development): invalid
+    deliveries are refused with 422."""
     stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
-    env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream}
+    env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream,
+           **UNSIGNED_TRANSACTIONS}
     with running_pipeline(env, tmp_path_factory.mktemp("unsigned"), parts=("ingest",)) as running:
         yield running
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
@@ -329,7 +331,7 @@ def test_amounts_are_projected_exactly(env: dict[str, str], tmp_path: Path,
     with running_pipeline(env, tmp_path, parts=("ingest", "projector")) as running:
         for name, literal in literals.items():
             body = orjson.dumps(transaction(name)).replace(b'"10.50"', literal)
-            answer = send(running, body, {"Content-Type": "application/json"})
+            answer = running.post("transactions", None, data=body)  # signed by the pipeline
             assert answer.status_code == 202, answer.text
 
         def projected() -> None:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import Pipeline, eventually, running_pipeline
+from tests.processes import UNSIGNED_TRANSACTIONS, Pipeline, eventually, running_pipeline
 
 POSTS = 40
 
@@ -69,7 +69,7 @@ def metrics_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def posted(env: dict[str, str], tmp_path: Path, metrics_dir: Path) -> Iterator[Pipeline]:
     """ingest (2 workers) and projector, after POSTS accepted deliveries and one refusal."""
-    env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **UNSIGNED_TRANSACTIONS}
     with running_pipeline(env, tmp_path, parts=("ingest", "projector")) as running:
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda n: post(running.ingest_url, n), range(POSTS)))

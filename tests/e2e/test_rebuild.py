@@ -133,7 +133,8 @@ def mixed_traffic(shop: Shop) -> None:
     shop.stripe(stripe_event("payment_intent.succeeded", "payment_intent", "evt_rb_partial",
                              id="pi_rb_partial", amount=None))  # rejected: no amount
     shop.stripe(OPENAPI["event"])  # plan.created: ignored
-    shop.chapa({**fixture("chapa_charge.success.json"), "tx_ref": "BK-CHAPA"})  # ETB: mismatch
+    shop.chapa({**fixture("chapa_charge.success.json"), "tx_ref": "BK-CHAPA",  # ETB: mismatch
+                "meta": '{"booking_reference": "BK-CHAPA"}'})  # as Chapa's checkout sends it
     shop.chapa({**fixture("chapa_charge.failed_cancelled.json"), "tx_ref": "chapa-declined"})
     shop.chapa({**fixture("chapa_charge.success.json"), "tx_ref": "chapa-nocur",
                 "currency": None})  # rejected: no currency
@@ -345,7 +346,7 @@ def test_a_row_corrupted_by_sql_is_reported_by_a_dry_run_then_repaired(shop: Sho
     assert counts == {"events": (1, 0, 0), "transactions": (0, 1, 1), "bookings": (0, 0, 1),
                       "email_outbox": (0, 0, 0)}
     examples = "\n".join(e for d in report["diffs"] for e in d["examples"])
-    assert "changed transaction_id 'tx-paid': amount: 1 -> 250.0" in examples
+    assert "changed transaction_id 'tx-paid', source 'transactions': amount: 1 -> 250.0" in examples
     assert "status: 'failed' -> 'succeeded'" in examples
     assert "removed transaction_id 'tx-bogus'" in examples
     assert "changed reference 'BK-PAID': late_payment: True -> False" in examples

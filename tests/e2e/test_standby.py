@@ -15,7 +15,15 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_bookings import SECRET, booking, post_booking
-from tests.processes import Pipeline, Process, eventually, free_port, running_pipeline, scalar
+from tests.processes import (
+    UNSIGNED_TRANSACTIONS,
+    Pipeline,
+    Process,
+    eventually,
+    free_port,
+    running_pipeline,
+    scalar,
+)
 
 TAKEOVER_SECONDS = 5.0
 MAX_POSTS = 6000  # the load stops by itself after this many, or after LOAD_SECONDS
@@ -87,7 +95,8 @@ def checkpoint(db: psycopg.Connection) -> int:
 
 @pytest.fixture
 def two_projectors(env: dict[str, str], tmp_path: Path) -> Iterator[Pipeline]:
-    with running_pipeline({**env, "HOOKLINE_PROJECTOR_BATCH": "25"}, tmp_path,
+    with running_pipeline({**env, "HOOKLINE_PROJECTOR_BATCH": "25", **UNSIGNED_TRANSACTIONS},
+                          tmp_path,
                           parts=("ingest",)) as pipeline:
         for name in ("projector-1", "projector-2"):
             pipeline.start(name, "project", env={

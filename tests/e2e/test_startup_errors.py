@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import AMQP_URL
-from tests.processes import free_port, process_env, running_pipeline
+from tests.processes import UNSET, free_port, process_env, running_pipeline
 
 PASSWORD = "s3cret"
 
@@ -129,6 +129,12 @@ def test_a_well_known_development_password_is_refused_in_a_url() -> None:
     assert line.startswith("hookline: invalid setting: HOOKLINE_AMQP_URL holds a well-known "
                            "development value"), line
     assert "hookline-dev-rabbitmq" not in line
+
+
+def test_ingest_without_a_transactions_secret_refuses_to_start_naming_the_variables() -> None:
+    line = fails_in_one_sentence("ingest", {"HOOKLINE_TRANSACTIONS_SECRETS": UNSET})
+    assert "HOOKLINE_TRANSACTIONS_SECRETS is not set" in line
+    assert "HOOKLINE_TRANSACTIONS_UNSIGNED=allow" in line
 
 
 def test_an_unknown_log_level_is_a_sentence() -> None:

@@ -23,7 +23,7 @@ from tests.faults.support import (
     projected,
     transaction,
 )
-from tests.processes import NotYet, Pipeline, eventually, running_pipeline
+from tests.processes import UNSIGNED_TRANSACTIONS, NotYet, Pipeline, eventually, running_pipeline
 
 BOUND = 2.0  # HOOKLINE_PUBLISH_TIMEOUT for these tests
 MARGIN = 2.0  # what a busy two-core machine adds to the bound
@@ -98,7 +98,7 @@ class Traffic(threading.Thread):
 def test_broker_outage_answers_503_within_the_bound_and_ingest_recovers_by_itself(
         broker: PrivateBroker, private_stream: str, tmp_path: Path) -> None:
     env = {"HOOKLINE_AMQP_URL": broker.url, "HOOKLINE_STREAM": private_stream,
-           "HOOKLINE_PUBLISH_TIMEOUT": str(BOUND)}
+           "HOOKLINE_PUBLISH_TIMEOUT": str(BOUND), **UNSIGNED_TRANSACTIONS}
     with running_pipeline(env, tmp_path, parts=("ingest",)) as pipeline:
         ingest = pipeline.processes["ingest"]
         before = post_all(pipeline, range(1, 51))
@@ -155,7 +155,8 @@ def test_database_outage_keeps_ingest_accepting_and_the_projector_catches_up_exa
         broker: PrivateBroker, cluster: PrivatePostgres, private_database: str,
         private_stream: str, tmp_path: Path) -> None:
     env = {"HOOKLINE_AMQP_URL": broker.url, "HOOKLINE_STREAM": private_stream,
-           "HOOKLINE_DATABASE_URL": private_database, "HOOKLINE_PROJECTOR_BATCH": "20"}
+           "HOOKLINE_DATABASE_URL": private_database, "HOOKLINE_PROJECTOR_BATCH": "20",
+           **UNSIGNED_TRANSACTIONS}
     with running_pipeline(env, tmp_path, parts=("ingest", "projector")) as pipeline:
         projector = pipeline.processes["projector"]
         answers = post_all(pipeline, range(1, 101))

@@ -23,14 +23,14 @@ PAGE_BLOCKS = 120
 PARTITIONS = 4  # the events' offsets run to 15000 in each
 CASES: list[tuple[queries.Listing, dict[str, Any], tuple[Any, ...] | None]] = [
     (queries.TRANSACTIONS, {}, None),
-    (queries.TRANSACTIONS, {}, (DAY, "tx-0001000")),
+    (queries.TRANSACTIONS, {}, (DAY, "tx-0001000", "stripe")),
     (queries.TRANSACTIONS, {"status": "failed"}, None),
-    (queries.TRANSACTIONS, {"status": "failed"}, (DAY, "tx-0001000")),
+    (queries.TRANSACTIONS, {"status": "failed"}, (DAY, "tx-0001000", "stripe")),
     (queries.TRANSACTIONS, {"source": "chapa"}, None),
     (queries.TRANSACTIONS, {"booking_reference": "BK-7"}, None),
     (queries.TRANSACTIONS, {"created_after": T0, "created_before": DAY}, None),
     (queries.TRANSACTIONS, {"flag": "disputed"}, None),
-    (queries.TRANSACTIONS, {"flag": "refunded"}, (DAY, "tx-0001000")),
+    (queries.TRANSACTIONS, {"flag": "refunded"}, (DAY, "tx-0001000", "stripe")),
     (queries.BOOKINGS, {}, None),
     (queries.BOOKINGS, {}, (DAY, "BK-100")),
     (queries.BOOKINGS, {}, (None, "BK-100")),
@@ -125,7 +125,7 @@ def test_a_page_from_the_query_is_what_its_sql_says(analyzed: Connection) -> Non
     """The compiled statement the plans come from returns the rows the API pages through."""
     found = queries.page(analyzed, queries.TRANSACTIONS, {"status": "failed"}, 5)
     rows = analyzed.exec_driver_sql(
-        "SELECT transaction_id FROM transactions WHERE status = 'failed' "
-        "ORDER BY created_at DESC, transaction_id DESC LIMIT 5").scalars().all()
-    assert [r["transaction_id"] for r in found.items] == rows
-    assert found.next_key == (found.items[-1]["created_at"], rows[-1])
+        "SELECT transaction_id, source FROM transactions WHERE status = 'failed' "
+        "ORDER BY created_at DESC, transaction_id DESC, source DESC LIMIT 5").all()
+    assert [(r["transaction_id"], r["source"]) for r in found.items] == [tuple(r) for r in rows]
+    assert found.next_key == (found.items[-1]["created_at"], *rows[-1])

@@ -27,7 +27,7 @@ from projections.domain import (
 )
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
-SETTINGS = Settings(bookings_secrets=(SECRET,))
+SETTINGS = Settings(bookings_secrets=(SECRET,), transactions_unsigned=True)
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -80,7 +80,7 @@ def test_an_unsigned_or_wrongly_signed_booking_is_refused() -> None:
 
 def test_without_a_secret_there_is_no_bookings_endpoint() -> None:
     assert bookings.ingress(Settings()) is None
-    assert "bookings" not in ingresses(Settings())
+    assert "bookings" not in ingresses(Settings(transactions_unsigned=True))
     assert "bookings" in ingresses(SETTINGS)
 
 
@@ -149,12 +149,15 @@ def test_deadline_records_have_the_same_id_whoever_appends_them() -> None:
     assert first.id == second.id == "scheduler:booking.expired:BK-7"
     assert scheduler.interpret(decode(first.record)) == [BookingExpired("BK-7")]
 
-    timeout = scheduler.payment_timed_out("tx-9", None, NOW, NOW)
-    assert timeout.id == "scheduler:payment.timed_out:tx-9"
+    timeout = scheduler.payment_timed_out("chapa", "tx-9", None, NOW, NOW)
+    assert timeout.id == "scheduler:payment.timed_out:chapa:tx-9"
     record = decode(timeout.record)
     assert (record.source, record.type, record.subject) == ("scheduler", "payment.timed_out",
                                                             "tx-9")
-    assert scheduler.interpret(record) == [PaymentTimedOut("tx-9")]
+    assert scheduler.interpret(record) == [PaymentTimedOut("tx-9", "chapa")]
+    written_before = encode("scheduler:payment.timed_out:tx-9", "scheduler",
+                            "payment.timed_out", "tx-9", NOW, b'{"transaction_id": "tx-9"}')
+    assert scheduler.interpret(decode(written_before)) == [PaymentTimedOut("tx-9")]
 
 
 def test_deadline_records_cannot_be_posted_from_outside() -> None:

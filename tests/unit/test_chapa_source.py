@@ -87,7 +87,7 @@ def test_documented_success_failure_and_refund_payloads_are_interpreted() -> Non
     [succeeded] = interpret(documented("charge.success"))
     assert succeeded == PaymentReported(
         transaction_id="4FGFF4FFGD3", status="succeeded", amount=Decimal("400.00"),
-        currency="ETB", booking_reference="4FGFF4FFGD3", provider_reference="AP634JFwEbxd",
+        currency="ETB", booking_reference=None, provider_reference="AP634JFwEbxd",
         occurred_at=datetime(2023, 8, 27, 19, 21, 18, tzinfo=UTC))
     [failed] = interpret(documented("charge.failed_cancelled"))
     assert (failed.transaction_id, failed.status) == ("4FGFF4FFGD3", "failed")
@@ -95,7 +95,29 @@ def test_documented_success_failure_and_refund_payloads_are_interpreted() -> Non
         reported, refunded = interpret(documented("charge.refunded", event=name))
         assert (reported.status, reported.amount) == ("succeeded", None)
         assert refunded == PaymentRefunded("4FGFF4FFGD3", Decimal("400.00"), "ETB",
-                                           succeeded.occurred_at)
+                                           succeeded.occurred_at, running_total=False)
+
+
+def test_the_booking_reference_is_only_meta_booking_reference_object_or_json_string() -> None:
+    assert interpret(documented("charge.success"))[0].booking_reference is None  # not tx_ref
+    for meta in ({"booking_reference": "BK-5"}, '{"booking_reference": "BK-5"}'):
+        [reported] = interpret(documented("charge.success", meta=meta))
+        assert reported.booking_reference == "BK-5"
+        assert accept(documented("charge.success", meta=meta)).subject == "BK-5"
+    for meta in ("not json", '["BK-5"]', {"reference": "BK-5"}, '{"booking_reference": 5}'):
+        assert interpret(documented("charge.success", meta=meta))[0].booking_reference is None
+    assert accept(documented("charge.success")).subject == "4FGFF4FFGD3"  # the payment
+
+
+def test_two_refunds_of_one_charge_have_two_keys_and_a_retry_the_same() -> None:
+    first = accept(documented("charge.refunded", amount="100.00"))
+    retried = accept(documented("charge.refunded", amount="100.00"))
+    second = accept(documented("charge.refunded", amount="150.00",
+                               updated_at="2023-08-28T10:00:00.000000Z"))
+    same_amount_later = accept(documented("charge.refunded", amount="100.00",
+                                          updated_at="2023-08-29T10:00:00.000000Z"))
+    assert first.key == retried.key
+    assert len({first.key, second.key, same_amount_later.key}) == 3
 
 
 def test_payouts_and_unknown_events_are_ignored() -> None:

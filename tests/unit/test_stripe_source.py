@@ -59,9 +59,10 @@ def test_the_event_id_is_the_key_and_the_booking_reference_the_subject() -> None
 def test_without_a_booking_reference_the_subject_is_the_payment_intent() -> None:
     charge = {"id": "ch_1", "object": "charge", "payment_intent": "pi_9", "metadata": {}}
     assert accept(event("charge.refunded", charge)).subject == "pi_9"
+    # client_reference_id is the merchant's own (often a user id): never taken for a booking
     session = {"id": "cs_1", "object": "checkout.session", "client_reference_id": "BK-3",
                "payment_intent": "pi_9", "metadata": {}}
-    assert accept(event("checkout.session.completed", session)).subject == "BK-3"
+    assert accept(event("checkout.session.completed", session)).subject == "pi_9"
 
 
 @pytest.mark.parametrize("body", [
@@ -125,7 +126,8 @@ def test_a_succeeded_intent_reports_what_was_captured() -> None:
 def test_checkout_sessions_fold_into_their_payment_intent() -> None:
     session = {"id": "cs_1", "object": "checkout.session", "payment_intent": "pi_1",
                "mode": "payment", "amount_total": 2000, "currency": "eur",
-               "client_reference_id": "BK-1", "metadata": {}, "created": 1714500000}
+               "client_reference_id": "user_42", "metadata": {"booking_reference": "BK-1"},
+               "created": 1714500000}
     cases = {("checkout.session.completed", "paid"): "succeeded",
              ("checkout.session.completed", "unpaid"): "pending",
              ("checkout.session.async_payment_succeeded", "paid"): "succeeded",

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventlog.settings import Settings
+from eventlog.settings import Settings, SettingsError, load_settings
 from ingest.signatures import InvalidSignature, sign_standard_webhooks
 from ingest.sources.base import PayloadInvalid
 from ingest.sources.transactions import TransactionsIngress, load
@@ -188,12 +188,25 @@ def signed(payload: bytes, secret: str = SECRET, at: int | None = None) -> dict[
 
 
 def test_the_delivery_is_keyed_by_transaction_and_status() -> None:
-    ingress = TransactionsIngress(Settings())
-    plain = ingress.accept({}, raw(body(booking_reference="BK-9")))
+    ingress = TransactionsIngress(Settings(transactions_secrets=(SECRET,)))
+    payload = raw(body(booking_reference="BK-9"))
+    plain = ingress.accept(signed(payload), payload)
     assert (plain.key, plain.type, plain.subject) == ("tx-1", "transaction.succeeded", "BK-9")
-    failed = ingress.accept({}, raw(body(status="failed")))
+    assert plain.trusted
+    payload = raw(body(status="failed"))
+    failed = ingress.accept(signed(payload), payload)
     assert (failed.key, failed.type, failed.subject) == ("tx-1:failed", "transaction.failed",
                                                          "tx-1")
+
+
+def test_without_a_secret_ingress_refuses_to_start_unless_unsigned_is_allowed() -> None:
+    with pytest.raises(SettingsError, match="HOOKLINE_TRANSACTIONS_SECRETS is not set"):
+        TransactionsIngress(Settings())
+    with pytest.raises(SettingsError, match="HOOKLINE_TRANSACTIONS_UNSIGNED"):
+        load_settings({"HOOKLINE_TRANSACTIONS_UNSIGNED": "yes"})
+    allowed = load_settings({"HOOKLINE_TRANSACTIONS_UNSIGNED": "allow"})
+    delivery = TransactionsIngress(allowed).accept({}, raw(body()))
+    assert (delivery.key, delivery.trusted) == ("tx-1", False)  # kept, never trusted
 
 
 def test_with_a_secret_only_signed_deliveries_are_accepted() -> None:
