@@ -4,12 +4,13 @@ A row is one payment of one source: (source, transaction_id). Status only climbs
 timed_out < failed < succeeded, and refunds lift a succeeded payment to partially_refunded or
 refunded by amount. Each report is a whole fact: one whose amount, currency, accounts or
 booking reference differ from what is known is refused as a conflict, never merged field by
-field. The provider reference, where reports disagree, keeps the smaller value (a tie-break
-that does not depend on order). A running total of refunds keeps the largest reported; refunds
-reported one by one add up; neither exceeds the amount. created_at is the earliest time known;
-a dispute flag, once raised, stays; the failure reason is that of a payment still failed.
-A row made only from unverified reports is untrusted; a verified report replaces it, and an
-unverified report never changes a trusted row.
+field; only the amount a success reports (what was captured) supersedes an amount a pending
+or failed report asked for, in either order. The provider reference, where reports disagree,
+keeps the smaller value (a tie-break that does not depend on order). A running total of
+refunds keeps the largest reported; refunds reported one by one add up; neither exceeds the
+amount. created_at is the earliest time known; a dispute flag, once raised, stays; the
+failure reason is that of a payment still failed. A row made only from unverified reports is
+untrusted; a verified report replaces it, and an unverified report never changes a trusted row.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Refused(Exception):
 UNTRUSTED = "untrusted report for a verified payment"
 # each report states these as a whole: one that differs is a conflict, not a correction
 _WHOLE = ("amount", "currency", "source_account", "destination_account", "booking_reference")
+_WHOLE_BUT_AMOUNT = tuple(name for name in _WHOLE if name != "amount")
 _SHOWN = frozenset({"amount", "currency"})  # the others may be personal: named, not shown
 
 
@@ -104,9 +106,12 @@ def _merge(state: TransactionState, event: PaymentEvent) -> dict[str, Any]:
     """The fields the event changes, as a mapping."""
     match event:
         case PaymentReported():
-            _refuse_conflict(state, event, _WHOLE)
+            settles = _settles_amount(state, event)
+            _refuse_conflict(state, event, _WHOLE if settles is None else _WHOLE_BUT_AMOUNT)
             reason = event.failure_reason if event.status == "failed" else None
             filled = _fill(state, event)
+            if settles is not None:
+                filled["amount"] = settles
             return filled | _settle(state, filled, event.status, reason)
         case PaymentRefunded():
             _refuse_conflict(state, event, ("currency",))
@@ -122,6 +127,19 @@ def _merge(state: TransactionState, event: PaymentEvent) -> dict[str, Any]:
             return _settle(state, {}, "timed_out", None)
         case PaymentDisputed():
             return {"disputed": True}
+
+
+def _settles_amount(state: TransactionState, event: PaymentReported) -> Decimal | None:
+    """The amount a success settles on where it differs from an amount only asked for: the
+    captured amount of a success supersedes that of a pending or failed report (a partial
+    capture, an amount changed before confirmation), whichever arrives first. None when the
+    amounts are to be compared as whole facts."""
+    if state.amount is None or event.amount is None or state.amount == event.amount:
+        return None
+    known_settled = settled_status(state) == "succeeded"
+    if (event.status == "succeeded") == known_settled:
+        return None  # both asked for, or both settled: a conflict if they differ
+    return event.amount if event.status == "succeeded" else state.amount
 
 
 def _refuse_conflict(state: TransactionState, event: PaymentEvent,

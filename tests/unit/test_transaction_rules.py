@@ -260,11 +260,34 @@ def test_a_report_whose_money_differs_is_a_conflict_never_merged() -> None:
     pending = paid("pending", amount=Decimal("100"), currency="USD")
     state = apply(None, pending, "transactions", 0, PROJECTED_FROM)
     other = paid("succeeded", amount=Decimal("5000"), currency="EUR")
-    with pytest.raises(Refused, match="conflict: the report's amount differs") as refused:
+    with pytest.raises(Refused, match="conflict: the report's ") as refused:
         apply(state, other, "transactions", 1, PROJECTED_FROM)
     assert refused.value.outcome == "rejected"
     with pytest.raises(Refused, match="currency differs EUR where USD is known"):
         apply(state, replace(other, amount=Decimal("100.00")), "transactions", 1, PROJECTED_FROM)
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_the_captured_amount_of_a_success_supersedes_the_amount_asked_for(
+        order: tuple[int, int]) -> None:
+    """A Stripe intent asks for 100.00 while processing and captures 80.00 (a partial capture,
+    or an amount changed before confirmation): the payment succeeded with 80.00, whichever of
+    the two reports arrives first; it is no conflict."""
+    reports = (paid("pending"), paid(amount=Decimal("80.00")))
+    state = run(*(reports[k] for k in order))
+    assert (state.status, state.amount) == ("succeeded", Decimal("80.00"))
+
+
+def test_two_successes_with_different_amounts_conflict() -> None:
+    state = apply(None, paid(), "stripe", 0, PROJECTED_FROM)
+    with pytest.raises(Refused, match=r"conflict: the report's amount differs 80\.00 where"):
+        apply(state, paid(amount=Decimal("80.00")), "stripe", 1, PROJECTED_FROM)
+
+
+def test_a_pending_report_in_another_currency_still_conflicts_with_a_success() -> None:
+    state = apply(None, paid(), "stripe", 0, PROJECTED_FROM)
+    with pytest.raises(Refused, match="currency differs USD where EUR is known"):
+        apply(state, paid("pending", currency="USD"), "stripe", 1, PROJECTED_FROM)
 
 
 def test_a_refund_arriving_before_the_payment_is_settled_by_amount_when_it_comes() -> None:
