@@ -24,8 +24,7 @@ class ClusterNode(PrivateBroker):
     @property
     def env(self) -> dict[str, str]:
         return {**super().env,
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"-setcookie {self.cookie}",
-                "RABBITMQ_CTL_ERL_ARGS": f"-setcookie {self.cookie}"}
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"-setcookie {self.cookie}"}
 
     def ctl(self, *args: str) -> str:
         return _run(["rabbitmqctl", "-n", self.node, "--erlang-cookie", self.cookie, "-q",
@@ -33,8 +32,18 @@ class ClusterNode(PrivateBroker):
 
     def boot(self) -> None:
         """Start the node's VM again after a kill or a shutdown, and wait until it serves."""
+        pid_file = self.workdir / "pid"
+        pid_file.unlink(missing_ok=True)  # the killed VM's: `wait` would take it for the new
         _run(["rabbitmq-server", "-detached"], self.env)
-        self.ctl("wait", str(self.workdir / "pid"), "--timeout", "90")
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                self.ctl("wait", str(pid_file), "--timeout", "90")
+                break
+            except RuntimeError as exc:  # read while the new VM was still writing it
+                if "garbage_in_pid_file" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         self.ctl("await_startup", "--timeout", "90")
 
     def kill(self) -> None:
