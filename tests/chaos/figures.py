@@ -70,7 +70,8 @@ log's stream on all three (`HOOKLINE_STREAM_REPLICAS=3`) and every process given
 nodes in `HOOKLINE_AMQP_URL`. The stream is declared on node 0, which leads it; the processes
 are given the nodes in the order 1, 2, 0 and so connect to node 1. The load is a bounded
 generator of signed deliveries at a fixed rate (*load*: rate, duration; in a rolling restart it
-runs until the third node is back), on loopback.
+runs until the third node is back), on loopback; *requests sent* shows the rate reached (on the
+test machine's two shared cores, about 190/s of 200 asked, 275/s of 300).
 
 *503 for* is the time from the first to the last answer 503 (or no answer) after the fault
 (in a rolling restart, the sum of that over the three nodes' restarts); *projector resumed
