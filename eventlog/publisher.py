@@ -23,7 +23,7 @@ from pika.adapters.select_connection import SelectConnection
 from tenacity import wait_random_exponential
 
 from eventlog.settings import Settings, mask_url
-from eventlog.topology import connection_parameters, stream_arguments
+from eventlog.topology import node_parameters, stream_arguments
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class Publisher:
 
     def __init__(self, settings: Settings, name: str = "ingest") -> None:
         self._settings = settings
-        self._params = connection_parameters(settings.amqp_url, name)
+        self._nodes = node_parameters(settings, name)
+        self._node = 0  # the node connected to, or tried next
         self._queued: collections.deque[_Ticket] = collections.deque()
         self._lock = threading.Lock()
         self._wakeup_pending = False
@@ -127,7 +128,7 @@ class Publisher:
             attempt += 1
             self._connected = False
             connection = SelectConnection(
-                self._params,
+                self._nodes[self._node],
                 on_open_callback=self._on_open,
                 on_open_error_callback=self._on_open_error,
                 on_close_callback=self._on_closed,
@@ -139,10 +140,13 @@ class Publisher:
             if self._connected:  # a fresh outage: start the backoff from the beginning
                 attempt = 1
             self._ready.clear()
+            self._node = (self._node + 1) % len(self._nodes)  # theirs failed: try another
             delay = wait(_attempt_state(attempt))
-            log.warning("publisher reconnecting to %s in %.1f s",
-                        mask_url(self._settings.amqp_url), delay)
+            log.warning("publisher reconnecting to %s in %.1f s", self._node_url(), delay)
             time.sleep(delay)
+
+    def _node_url(self) -> str:
+        return mask_url(self._settings.amqp_urls[self._node])
 
     def _on_open(self, connection: Any) -> None:
         connection.add_on_connection_blocked_callback(self._on_blocked)
@@ -151,7 +155,7 @@ class Publisher:
 
     def _on_open_error(self, connection: Any, error: BaseException) -> None:
         log.warning("publisher cannot connect to %s: %s",
-                    mask_url(self._settings.amqp_url), error or type(error).__name__)
+                    self._node_url(), error or type(error).__name__)
         connection.ioloop.stop()
 
     def _on_channel(self, channel: pika.channel.Channel) -> None:
@@ -174,7 +178,7 @@ class Publisher:
         self._blocked = False
         self._connected = True
         self._ready.set()
-        log.info("publisher connected to %s, %s", mask_url(self._settings.amqp_url),
+        log.info("publisher connected to %s, %s", self._node_url(),
                  ", ".join(self._settings.streams))
         self._drain()
 

@@ -16,10 +16,20 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from eventlog.settings import Settings, mask_url
-from eventlog.topology import connection_parameters, declare_stream, log_start_offset
+from eventlog.settings import Settings
+from eventlog.topology import (
+    declare_stream,
+    log_start_offset,
+    node_in_use,
+    node_parameters,
+)
 
 log = logging.getLogger(__name__)
+
+
+class ConsumerCancelled(pika.exceptions.AMQPError):  # type: ignore[misc]
+    """The broker cancelled our consumer (its stream member moved or went down): subscribe
+    again from the next offset."""
 
 
 class OffsetGap(Exception):
@@ -50,7 +60,7 @@ class StreamReader:
     def __init__(self, settings: Settings, start: int, batch_size: int, name: str,
                  should_stop: Callable[[], bool], idle_seconds: float = 1.0) -> None:
         self._settings = settings
-        self._params = connection_parameters(settings.amqp_url, name)
+        self._nodes = node_parameters(settings, name)
         self._next = start
         self._batch_size = batch_size
         self._should_stop = should_stop
@@ -59,6 +69,7 @@ class StreamReader:
         self._channel: Any = None
         self._buffer: list[tuple[int, int, bytes]] = []
         self._first_delivery = True
+        self._cancelled = False
 
     def batches(self) -> Iterator[Batch]:
         while not self._should_stop():
@@ -108,15 +119,17 @@ class StreamReader:
         retrying(self._subscribe)
 
     def _subscribe(self) -> None:
-        log.info("reading %s from offset %d at %s", self._settings.stream, self._next,
-                 mask_url(self._settings.amqp_url))
-        connection = pika.BlockingConnection(self._params)
+        connection = pika.BlockingConnection(self._nodes)
         channel = connection.channel()
         declare_stream(channel, self._settings)
         channel.basic_qos(prefetch_count=self._batch_size * 2)
+        channel.add_on_cancel_callback(self._on_cancelled)
         channel.basic_consume(self._settings.stream, self._on_message,
                               arguments={"x-stream-offset": self._next})
         self._connection, self._channel = connection, channel
+        self._cancelled = False
+        log.info("reading %s from offset %d on node %s", self._settings.stream, self._next,
+                 node_in_use(connection))
         self._buffer = []
         self._first_delivery = True
 
@@ -124,8 +137,13 @@ class StreamReader:
         offset = int(properties.headers["x-stream-offset"])
         self._buffer.append((offset, method.delivery_tag, body))
 
+    def _on_cancelled(self, _frame: Any) -> None:
+        self._cancelled = True
+
     def _next_batch(self) -> Batch | None:
         assert self._connection is not None
+        if self._cancelled and not self._buffer:
+            raise ConsumerCancelled("the broker cancelled the stream consumer")
         while len(self._buffer) < self._batch_size and not self._should_stop():
             before = len(self._buffer)
             self._connection.process_data_events(time_limit=0 if before else self._idle)

@@ -80,6 +80,11 @@ class Settings:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def amqp_urls(self) -> tuple[str, ...]:
+        """The broker's nodes, in the order clients try them."""
+        return tuple(self.amqp_url.split(","))
+
+    @property
     def streams(self) -> tuple[str, ...]:
         """Every stream of the log, partition 0 first."""
         return tuple(stream_name(self.stream, k, self.partitions) for k in range(self.partitions))
@@ -115,7 +120,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     read = _Reader(env, development)
     return Settings(
         amqp_url=read.parsed("HOOKLINE_AMQP_URL", Settings.amqp_url, _amqp_url,
-                             "an amqp:// or amqps:// URL", secret=True),
+                             "an amqp:// or amqps:// URL, or several separated by commas",
+                             secret=True),
         database_url=read.parsed("HOOKLINE_DATABASE_URL", Settings.database_url, _database_url,
                                  "a postgresql:// or postgresql+psycopg:// URL", secret=True),
         stream=read.text("HOOKLINE_STREAM", Settings.stream),
@@ -334,7 +340,9 @@ def _smtp_url(value: str) -> str:
 
 
 def _amqp_url(value: str) -> str:
-    return _url(value, {"amqp", "amqps"})
+    """One node's URL, or a cluster's as a comma-separated list (commas in a password: %2C)."""
+    nodes = [_url(node.strip(), {"amqp", "amqps"}) for node in value.split(",")]
+    return ",".join(nodes)
 
 
 def _database_url(value: str) -> str:

@@ -33,6 +33,21 @@ def connection_parameters(amqp_url: str, name: str) -> pika.URLParameters:
     return params
 
 
+def node_parameters(settings: Settings, name: str) -> list[pika.URLParameters]:
+    """One set of parameters per broker node, in the order they are tried."""
+    return [connection_parameters(url, name) for url in settings.amqp_urls]
+
+
+def node_in_use(connection: pika.BlockingConnection) -> str:
+    """host:port of the node a connection made from node_parameters reached (no credentials)."""
+    params = connection._impl.params
+    return f"{params.host}:{params.port}"
+
+
+def masked_nodes(settings: Settings) -> str:
+    return ", ".join(mask_url(url) for url in settings.amqp_urls)
+
+
 def stream_arguments(settings: Settings) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "x-queue-type": "stream",
@@ -55,12 +70,13 @@ def declare_stream(channel: BlockingChannel, settings: Settings) -> None:
 
 
 def open_connection(settings: Settings, name: str) -> pika.BlockingConnection:
-    """A blocking connection, or BrokerUnreachable with a sentence naming the masked URL."""
+    """A blocking connection to the first node that answers, or BrokerUnreachable with a
+    sentence naming the masked URLs."""
     try:
-        return pika.BlockingConnection(connection_parameters(settings.amqp_url, name))
+        return pika.BlockingConnection(node_parameters(settings, name))
     except pika.exceptions.AMQPError as exc:
         raise BrokerUnreachable(
-            f"cannot reach RabbitMQ at {mask_url(settings.amqp_url)}: {_reason(exc)}"
+            f"cannot reach RabbitMQ at {masked_nodes(settings)}: {_reason(exc)}"
         ) from None
 
 

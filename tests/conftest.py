@@ -20,7 +20,9 @@ from tests.faults.fixtures import (  # noqa: F401  (fixtures, registered here to
     private_broker,
     private_database,
     private_postgres,
+    private_rabbit_cluster,
     private_stream,
+    rabbit_cluster,
 )
 from tests.mailbox import Mailbox
 from tests.processes import TOKEN, Pipeline, free_port, running_pipeline

@@ -155,17 +155,21 @@ class Mix:
 
 
 class Load:
-    """A steady, bounded load: `rate` deliveries a second from a few sender threads."""
+    """A steady, bounded load: `rate` deliveries a second from a few sender threads, for at
+    most `seconds` (it stops by itself then, if not stopped before)."""
 
-    def __init__(self, senders: Senders, mix: Mix, rate: float = 30, threads: int = 4) -> None:
+    def __init__(self, senders: Senders, mix: Mix, rate: float = 30, threads: int = 4,
+                 seconds: float = 600) -> None:
         self.senders, self.mix, self.rate, self.threads = senders, mix, rate, threads
+        self.seconds = seconds
         self.stopping = threading.Event()
         self._workers = [threading.Thread(target=self._run, daemon=True, name=f"load-{i}")
                          for i in range(threads)]
 
     def _run(self) -> None:
         pause = self.threads / self.rate
-        while not self.stopping.is_set():
+        ends = time.monotonic() + self.seconds
+        while not self.stopping.is_set() and time.monotonic() < ends:
             started = time.monotonic()
             self.senders.send(next(self.mix))
             self.stopping.wait(max(0.0, pause - (time.monotonic() - started)))
@@ -182,8 +186,12 @@ class Load:
 
     def __exit__(self, *_: Any) -> None:
         self.stopping.set()
+        self.join()
+
+    def join(self) -> None:
+        """Wait for the senders to stop (at the latest when `seconds` have passed)."""
         for worker in self._workers:
-            worker.join(timeout=60)
+            worker.join(timeout=self.seconds + 60)
 
 
 @dataclass
@@ -221,10 +229,10 @@ class Chaos:
     workdir: Path
 
     @contextmanager
-    def load(self, rate: float = 30) -> Iterator[Load]:
+    def load(self, rate: float = 30, threads: int = 4, seconds: float = 600) -> Iterator[Load]:
         """The load running, once every process has shown it works: a fault injected before
         a process has started would only test that it refuses to start."""
-        with Load(self.senders, self.mix, rate) as running:
+        with Load(self.senders, self.mix, rate, threads, seconds) as running:
             eventually(self._warmed_up, timeout=60, interval=0.3)
             yield running
 

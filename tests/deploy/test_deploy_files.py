@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -211,6 +212,31 @@ def test_the_front_serves_its_ports_and_passes_requests_where_ingest_and_the_api
         settings_env(services["ingest"], made_secrets)).max_body_bytes
 
 
+def rabbitmq_nodes(compose: dict[str, Any]) -> list[str]:
+    """The host names of the RabbitMQ services, the cluster profile's included."""
+    return [service["hostname"] for service in compose["services"].values()
+            if str(service.get("image", "")).startswith("rabbitmq:")]
+
+
+def test_the_cluster_profile_runs_three_nodes_that_every_process_is_given(
+        compose: dict[str, Any], made_secrets: Path) -> None:
+    services = compose["services"]
+    assert rabbitmq_nodes(compose) == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    assert "profiles" not in services["rabbitmq"]  # alone without the profile
+    assert all(services[n]["profiles"] == ["cluster"] for n in ("rabbitmq-2", "rabbitmq-3"))
+    cluster_conf = (DEPLOY / "rabbitmq" / "cluster.conf").read_text()
+    for node in rabbitmq_nodes(compose):
+        assert f"= rabbit@{node}\n" in cluster_conf, node
+        assert "rabbitmq_erlang_cookie" in secret_files(services[node]).values(), node
+    for name, service in hookline_services(compose):
+        if "HOOKLINE_AMQP_URL_FILE" not in service["environment"]:
+            continue  # the front: HTTP only
+        settings = load_settings(settings_env(service, made_secrets))
+        assert [urlsplit(url).hostname for url in settings.amqp_urls] == rabbitmq_nodes(
+            compose), name
+        assert settings.stream_replicas == 3, name
+
+
 def settings_env(service: dict[str, Any], secrets_dir: Path) -> dict[str, str]:
     """The service's environment with each /run/secrets/NAME replaced by the file in the repo."""
     mounted = secret_files(service)
@@ -229,8 +255,9 @@ def check_secrets(compose: dict[str, Any], secrets_dir: Path) -> None:
             assert set(ingresses(settings)) == {"transactions", "stripe", "chapa", "bookings"}
     read = {path.name: path.read_text().strip() for path in secrets_dir.iterdir()}
     credentials = dict(line.split(" = ") for line in read["rabbitmq_credentials.conf"].splitlines())
-    assert read["amqp_url"] == (f"amqp://{credentials['default_user']}:"
-                                f"{credentials['default_pass']}@rabbitmq:5672/%2F")
+    assert read["amqp_url"] == ",".join(
+        f"amqp://{credentials['default_user']}:{credentials['default_pass']}@{node}:5672/%2F"
+        for node in rabbitmq_nodes(compose))
     assert read["rabbitmq_password"] == credentials["default_pass"]
     assert read["database_url"] == (f"postgresql+psycopg://hookline:{read['postgres_password']}"
                                     "@postgres:5432/hookline")

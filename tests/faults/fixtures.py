@@ -14,6 +14,7 @@ import pytest
 
 from eventlog.settings import Settings
 from projections.schema import migrate
+from tests.faults.cluster import PrivateCluster
 from tests.faults.support import PG_BIN, PrivateBroker, PrivatePostgres, reap_orphans
 
 
@@ -34,6 +35,25 @@ def private_broker() -> Iterator[PrivateBroker]:
         yield broker.start()
     finally:
         broker.destroy()
+
+
+@pytest.fixture(scope="module")
+def private_rabbit_cluster() -> Iterator[PrivateCluster]:
+    """Three private RabbitMQ nodes joined into one cluster, shared by a module's scenarios."""
+    _require("rabbitmq-server", "rabbitmqctl")
+    reap_orphans()
+    rabbits = PrivateCluster()
+    try:
+        yield rabbits.start()
+    finally:
+        rabbits.destroy()
+
+
+@pytest.fixture
+def rabbit_cluster(private_rabbit_cluster: PrivateCluster) -> Iterator[PrivateCluster]:
+    """The private cluster, every node running again after the test whatever the test did."""
+    yield private_rabbit_cluster
+    private_rabbit_cluster.heal()
 
 
 @pytest.fixture(scope="session")

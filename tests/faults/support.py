@@ -154,11 +154,13 @@ class PrivateBroker:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _kill(self) -> None:
-        """SIGKILL the node's VM, once sure the pid in its pid file is still that VM."""
+        """SIGKILL the node's VM, once sure the pid in its pid file is still that VM (the node's
+        name is in the VM's environment, not its command line)."""
         pid_file = self.workdir / "pid"
         pid = pid_file.read_text().strip() if pid_file.exists() else ""
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if pid.isdigit() and cmdline.exists() and self.node.encode() in cmdline.read_bytes():
+        environ = Path(f"/proc/{pid}/environ")
+        marker = f"RABBITMQ_NODENAME={self.node}\0".encode()
+        if pid.isdigit() and environ.exists() and marker in environ.read_bytes():
             os.kill(int(pid), signal.SIGKILL)
 
 

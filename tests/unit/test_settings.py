@@ -80,6 +80,8 @@ PARSED = [
 INVALID = [
     ("HOOKLINE_AMQP_URL", "nonsense"),
     ("HOOKLINE_AMQP_URL", "amqp://guest:guest@host:notaport/%2F"),
+    ("HOOKLINE_AMQP_URL", "amqp://u:p@node-a:5672/%2F,,amqp://u:p@node-c:5672/%2F"),
+    ("HOOKLINE_AMQP_URL", "amqp://u:p@node-a:5672/%2F,http://node-b"),
     ("HOOKLINE_DATABASE_URL", "mysql://root@db/x"),
     ("HOOKLINE_STREAM_MAX_BYTES", "0"),
     ("HOOKLINE_STREAM_MAX_BYTES", "lots"),
@@ -358,6 +360,19 @@ def test_stream_max_age_is_optional() -> None:
 def test_variables_other_than_hookline_are_not_kept() -> None:
     settings = load_settings({"PATH": "/bin", "HOOKLINE_STREAM": "s"})
     assert dict(settings.extra) == {"HOOKLINE_STREAM": "s"}
+
+
+def test_several_broker_nodes_are_kept_in_the_order_given(tmp_path: Path) -> None:
+    nodes = "amqp://u:p@node-a:5672/%2F, amqp://u:p@node-b:5672/%2F,amqps://u:p@node-c/vh"
+    path = tmp_path / "amqp"
+    path.write_text(nodes + "\n")
+    for env in ({"HOOKLINE_AMQP_URL": nodes}, {"HOOKLINE_AMQP_URL_FILE": str(path)}):
+        assert load_settings(env).amqp_urls == (
+            "amqp://u:p@node-a:5672/%2F", "amqp://u:p@node-b:5672/%2F", "amqps://u:p@node-c/vh")
+
+
+def test_one_broker_node_is_a_list_of_one() -> None:
+    assert Settings().amqp_urls == ("amqp://guest:guest@localhost:5672/%2F",)
 
 
 def test_the_libpq_url_drops_the_driver_suffix() -> None:
