@@ -255,8 +255,9 @@ class _Reader:
         except ValueError:
             shown = "the value given" if secret else repr(value)
             raise SettingsError(f"{name} must be {expected}; got {shown}") from None
-        if secret:  # a URL: its password may be one of the shipped ones
-            self.refuse_well_known(self.where(name), urlsplit(value).password or "")
+        if secret:  # a URL, or a cluster's list of them: a password may be a shipped one
+            for url in value.split(","):
+                self.refuse_well_known(self.where(name), urlsplit(url.strip()).password or "")
         return parsed
 
 

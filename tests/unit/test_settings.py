@@ -304,6 +304,9 @@ WELL_KNOWN = [
     ("HOOKLINE_DATABASE_URL",
      "postgresql+psycopg://hookline:hookline-dev-postgres@postgres:5432/hookline"),
     ("HOOKLINE_AMQP_URL", "amqp://hookline:hookline-dev-rabbitmq@rabbitmq:5672/%2F"),
+    # a cluster's nodes: every URL is checked, not only the first
+    ("HOOKLINE_AMQP_URL", "amqp://hookline:Rk29vQm3xT8pLs7z@rabbitmq:5672/%2F,"
+                          "amqp://hookline:hookline-dev-rabbitmq@rabbitmq-2:5672/%2F"),
 ]
 
 
