@@ -242,14 +242,19 @@ def assert_no_error_logged(hostile: Hostile, since: dict[str, int]) -> None:
         assert " ERROR " not in logged, f"{name}: {logged[-3000:]}"
 
 
+def target(hostile: Hostile, fronted: Front, server: str, path: str) -> str:
+    """The address of `server` (ingest or api), reached directly or through the front."""
+    pipeline = hostile.pipeline
+    return {("ingest", "direct"): pipeline.ingest_url, ("api", "direct"): pipeline.api_url,
+            ("ingest", "front"): fronted.ingest_url, ("api", "front"): fronted.api_url}[
+        server, path]
+
+
 @pytest.mark.parametrize("server", ["ingest", "api"])
 @pytest.mark.parametrize("path", ["direct", "front"])
 def test_malformed_raw_requests_get_no_5xx_and_log_no_traceback(
         hostile: Hostile, fronted: Front, server: str, path: str) -> None:
-    pipeline = hostile.pipeline
-    url = {("ingest", "direct"): pipeline.ingest_url, ("api", "direct"): pipeline.api_url,
-           ("ingest", "front"): fronted.ingest_url, ("api", "front"): fronted.api_url}[
-        server, path]
+    url = target(hostile, fronted, server, path)
     since = server_logs(hostile, (server,))
     answers = {}
     for case, (request, truncated) in RAW.items():
@@ -280,10 +285,7 @@ chunk_size_lines = st.binary(min_size=1, max_size=12).filter(lambda b: b"\r" not
 @pytest.mark.parametrize("path", ["direct", "front"])
 def test_fuzzed_chunk_sizes_get_no_5xx_and_log_no_traceback(
         hostile: Hostile, fronted: Front, server: str, path: str) -> None:
-    pipeline = hostile.pipeline
-    url = {("ingest", "direct"): pipeline.ingest_url, ("api", "direct"): pipeline.api_url,
-           ("ingest", "front"): fronted.ingest_url, ("api", "front"): fronted.api_url}[
-        server, path]
+    url = target(hostile, fronted, server, path)
     since = server_logs(hostile, (server,))
 
     @settings(max_examples=60, deadline=None, database=None,
