@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.chaos.harness import Figures
@@ -138,5 +139,16 @@ def merged_rows() -> list[list[str]]:
 
 
 def write_doc() -> None:
-    DOC.write_text(INTRO + table(merged_rows()) + CLUSTER_INTRO
+    DOC.write_text(INTRO + table(merged_rows()) + hand_written_sections() + CLUSTER_INTRO
                    + table(cluster_rows(), CLUSTER_COLUMNS))
+
+
+def hand_written_sections() -> str:
+    """The document's `## ` sections this writer does not make (measured and written by hand,
+    such as the slow-client figures), kept as they are."""
+    if not DOC.exists():
+        return ""
+    parts = re.split(r"(?m)^(?=## )", DOC.read_text())[1:]
+    own = CLUSTER_INTRO.lstrip("\n").splitlines()[0]
+    return "".join("\n" + part.rstrip("\n") + "\n" for part in parts
+                   if not part.startswith(own))
