@@ -21,13 +21,9 @@ COPY requirements.lock ./
 RUN pip install --require-hashes -r requirements.lock
 
 COPY pyproject.toml alembic.ini ./
-COPY migrations migrations
-COPY eventlog eventlog
-COPY ingest ingest
-COPY processors processors
-COPY projections projections
-# editable: `hookline migrate` finds migrations/ beside the packages, as in a checkout
-RUN pip install --no-deps --editable . && python -m compileall -q eventlog ingest processors projections migrations
+COPY hookline hookline
+# a plain install, as from a wheel: `hookline migrate` finds the migrations inside the package
+RUN pip install --no-deps . && rm -rf hookline build
 
 USER hookline
 EXPOSE 8000 8001 8002 8003 8004

@@ -20,8 +20,8 @@ import pika
 import psycopg
 from psycopg import sql
 
-from eventlog.settings import Settings
-from projections.schema import migrate
+from hookline.config import Settings
+from hookline.db.schema import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -61,7 +61,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def hookline(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "processors.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "hookline", *args], env=env,
                             start_new_session=True)
 
 

@@ -36,9 +36,9 @@ from bench.common import (
     wait_http,
 )
 from bench.records import KINDS
-from eventlog.settings import Settings
-from eventlog.topology import log_end_offset, open_connection
-from ingest.signatures import sign_chapa, sign_standard_webhooks, sign_stripe
+from hookline.config import Settings
+from hookline.log.topology import log_end_offset, open_connection
+from hookline.senders.signatures import sign_chapa, sign_standard_webhooks, sign_stripe
 
 PLOT = ROOT / "bench" / "end_to_end_lag.png"
 SECRETS = {"stripe": "whsec_bench_stripe_secret", "chapa": "bench-chapa-secret",

@@ -32,7 +32,7 @@ from bench.common import (
     scratch,
     wait_http,
 )
-from ingest.signatures import sign_standard_webhooks
+from hookline.senders.signatures import sign_standard_webhooks
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LUA = ROOT / "bench" / "ingest.lua"

@@ -27,8 +27,8 @@ from bench.common import (
     stop,
     wait_http,
 )
-from eventlog.settings import Settings
-from projections.outbox import Email, enqueue
+from hookline.config import Settings
+from hookline.mail.outbox import Email, enqueue
 
 
 class Sink:

@@ -29,7 +29,7 @@ from bench.common import (
 )
 from bench.ingest import wrk
 from bench.projection import append
-from eventlog.settings import Settings
+from hookline.config import Settings
 
 SLICE_SECONDS = 10  # wrk runs in slices until enough requests were sent
 MAX_INGEST_SECONDS = 1800

@@ -25,11 +25,11 @@ from bench.common import (
     stop,
 )
 from bench.records import mixed
-from eventlog.envelope import decode
-from eventlog.partitions import consumer_name, partition_of
-from eventlog.reader import StreamReader
-from eventlog.settings import Settings
-from eventlog.topology import declare_stream, log_end_offset, open_connection
+from hookline.config import Settings
+from hookline.log.envelope import decode
+from hookline.log.partitions import consumer_name, partition_of
+from hookline.log.reader import StreamReader
+from hookline.log.topology import declare_stream, log_end_offset, open_connection
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from eventlog.envelope import encode
+from hookline.log.envelope import encode
 
 
 def transaction(n: int) -> tuple[str, str, str, bytes]:

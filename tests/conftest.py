@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from eventlog.settings import Settings, load_settings
-from projections.schema import migrate
+from hookline.config import Settings, load_settings
+from hookline.db.schema import migrate
 from tests.faults.fixtures import (  # noqa: F401  (fixtures, registered here to be shared)
     broker,
     cluster,

@@ -21,7 +21,7 @@ import psycopg
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from ingest.signatures import sign_standard_webhooks
+from hookline.senders.signatures import sign_standard_webhooks
 
 T = TypeVar("T")
 TOKEN = "test-operator-token-0001"
@@ -65,7 +65,7 @@ class Process:
 
     def start(self) -> Process:
         handle = self.log_path.open("ab")
-        self.popen = subprocess.Popen([sys.executable, "-m", "processors.cli", *self.args],
+        self.popen = subprocess.Popen([sys.executable, "-m", "hookline", *self.args],
                                       env=self.env, stdout=handle, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         handle.close()

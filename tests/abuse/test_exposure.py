@@ -150,7 +150,7 @@ def drive_api_errors(exposed: Exposed) -> None:
 
 def cli(exposed: Exposed, *args: str, **env: str) -> str:
     """A `hookline` command that fails on a bad setting; what it printed."""
-    done = subprocess.run([sys.executable, "-m", "processors.cli", *args], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "hookline", *args], capture_output=True,
                           text=True, timeout=60, check=False,
                           env=process_env({"HOOKLINE_AMQP_URL": AMQP_URL,
                                            "HOOKLINE_DATABASE_URL": exposed.url, **env}))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from eventlog.settings import Settings, load_settings
-from processors.front import REQUEST_DEADLINE_SECONDS, haproxy_config
+from hookline.config import Settings, load_settings
+from hookline.web.front import REQUEST_DEADLINE_SECONDS, haproxy_config
 from tests.abuse.conftest import CANARIES, Front, address
 from tests.chaos import webhooks
 from tests.processes import Process, eventually, free_port, process_env

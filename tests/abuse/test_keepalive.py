@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from eventlog.settings import Settings
+from hookline.config import Settings
 from tests.abuse.conftest import CANARIES, Hostile
 from tests.chaos import webhooks
 from tests.chaos.harness import workers

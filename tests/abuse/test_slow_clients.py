@@ -16,8 +16,8 @@ import orjson
 import pytest
 import requests
 
-from processors.front import REQUEST_DEADLINE_SECONDS
-from processors.servers import CLIENT_READ_TIMEOUT_SECONDS
+from hookline.web.front import REQUEST_DEADLINE_SECONDS
+from hookline.web.servers import CLIENT_READ_TIMEOUT_SECONDS
 from tests.abuse.conftest import CANARIES, Front, Hostile, address, delete_stream
 from tests.abuse.slowloris import SlowClients, under_attack
 from tests.chaos import webhooks

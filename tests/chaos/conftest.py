@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eventlog.settings import load_settings
+from hookline.config import load_settings
 from tests.chaos import figures
 from tests.chaos.harness import BOUND, Chaos, Mix, Senders
 from tests.chaos.webhooks import Secrets

@@ -16,8 +16,8 @@ import pika.exceptions
 import psycopg
 import requests
 
-from eventlog.settings import Settings
-from eventlog.topology import BrokerUnreachable, log_end_offset, open_connection
+from hookline.config import Settings
+from hookline.log.topology import BrokerUnreachable, log_end_offset, open_connection
 from tests.chaos import webhooks
 from tests.chaos.webhooks import Delivery, Secrets
 from tests.faults.support import log_ids

@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from eventlog.settings import Settings, mask_url
-from eventlog.topology import ensure_stream
+from hookline.config import Settings, mask_url
+from hookline.log.topology import ensure_stream
 from tests.chaos import figures
 from tests.chaos.conftest import running_chaos
 from tests.chaos.harness import NO_ANSWER, Chaos, Figures

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from ingest.signatures import sign_chapa, sign_standard_webhooks, sign_stripe
-from ingest.sources.chapa import delivery_key
+from hookline.senders.chapa import delivery_key
+from hookline.senders.signatures import sign_chapa, sign_standard_webhooks, sign_stripe
 
 SOURCES = ("transactions", "stripe", "chapa", "bookings")
 

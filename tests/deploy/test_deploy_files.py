@@ -18,22 +18,22 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-import ingest.metrics
-import processors.leadership
-import processors.mailer
-import processors.metrics
-import processors.scheduler
-from eventlog.settings import load_settings
-from ingest.sources import ingresses
-from processors.cli import _parser
+import hookline.mail.mailer
+import hookline.processes.leadership
+import hookline.processes.metrics
+import hookline.processes.scheduler
+import hookline.web.metrics
+from hookline.config import load_settings
+from hookline.processes.cli import _parser
+from hookline.senders.registry import ingresses
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DEPLOY = ROOT / "deploy"
 HOOKLINE_IMAGE = "hookline:latest"
 PROCESSES = {"migrate", "front", "ingest", "project", "mail", "schedule", "api"}
-METRIC_MODULES = (ingest.metrics, processors.metrics, processors.mailer, processors.scheduler,
-                  processors.leadership)
+METRIC_MODULES = (hookline.web.metrics, hookline.processes.metrics, hookline.mail.mailer,
+                  hookline.processes.scheduler, hookline.processes.leadership)
 SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
             "histogram": ("_bucket", "_count", "_sum", "_created")}
 PROMQL_WORDS = {"and", "or", "unless", "offset", "bool", "inf", "nan"}
@@ -136,7 +136,8 @@ def test_every_file_setting_points_at_a_secret_the_service_mounts(
 
 def test_every_hookline_variable_in_compose_is_a_setting_hookline_reads(
         compose: dict[str, Any]) -> None:
-    sources = (ROOT / "eventlog/settings.py").read_text() + (ROOT / "processors/cli.py").read_text()
+    sources = "".join((ROOT / "hookline" / path).read_text()
+                      for path in ("config.py", "processes/cli.py"))
     known = set(re.findall(r'"(HOOKLINE_[A-Z_]+)"', sources))
     for name, service in hookline_services(compose):
         for variable in service["environment"]:
@@ -310,7 +311,7 @@ def test_one_slim_non_root_image_installs_hookline_with_pip() -> None:
     assert instructions[-1].startswith('CMD ["hookline"')
     copied = [line.split()[1] for line in instructions if line.startswith("COPY ")]
     assert all((ROOT / source).exists() for source in copied)
-    packages = {"migrations", "eventlog", "ingest", "processors", "projections"}
+    packages = {"hookline"}
     assert packages <= set(copied)
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {"deploy", ".git", "tests", ".venv"} <= ignored  # no secrets or history baked in

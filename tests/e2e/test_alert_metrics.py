@@ -10,8 +10,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from eventlog.settings import Settings
-from processors.projector import RECORD_OVERHEAD_BYTES
+from hookline.config import Settings
+from hookline.processes.projector import RECORD_OVERHEAD_BYTES
 from tests.e2e.test_bookings import SECRET, booking, post_booking
 from tests.processes import Pipeline, eventually, free_port, running_pipeline
 

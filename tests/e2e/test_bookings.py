@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import requests
 
-from ingest.signatures import sign_standard_webhooks
+from hookline.senders.signatures import sign_standard_webhooks
 from tests.mailbox import Mailbox, html_of, text_of
 from tests.processes import (
     Pipeline,

@@ -18,7 +18,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.signatures import sign_standard_webhooks
+from hookline.senders.signatures import sign_standard_webhooks
 from tests.conftest import AMQP_URL
 from tests.processes import UNSIGNED_TRANSACTIONS, Pipeline, eventually, running_pipeline, scalar
 

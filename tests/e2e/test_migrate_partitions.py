@@ -19,10 +19,10 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from eventlog.envelope import decode
-from eventlog.partitions import partition_of
-from eventlog.settings import Settings, load_settings
-from eventlog.topology import declare_stream, log_end_offset, open_connection
+from hookline.config import Settings, load_settings
+from hookline.log.envelope import decode
+from hookline.log.partitions import partition_of
+from hookline.log.topology import declare_stream, log_end_offset, open_connection
 from tests.conftest import AMQP_URL
 from tests.e2e.test_bookings import SECRET, booking, post_booking, post_payment
 from tests.mailbox import Mailbox
@@ -55,7 +55,7 @@ def shop_env(env: dict[str, str], mailbox: Mailbox) -> dict[str, str]:
 
 
 def hookline(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "processors.cli", *args],
+    return subprocess.run([sys.executable, "-m", "hookline", *args],
                           env=process_env(env), capture_output=True, text=True, timeout=120)
 
 

@@ -315,7 +315,7 @@ def test_the_cli_retries_one_email_or_every_dead_one(
 
 
 def hookline(api: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "processors.cli", *args], env=api.env,
+    return subprocess.run([sys.executable, "-m", "hookline", *args], env=api.env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -19,10 +19,10 @@ import orjson
 import psycopg
 import pytest
 
-from eventlog.envelope import encode, utcnow
-from eventlog.partitions import partition_of
-from eventlog.publisher import Publisher
-from eventlog.settings import Settings, load_settings
+from hookline.config import Settings, load_settings
+from hookline.log.envelope import encode, utcnow
+from hookline.log.partitions import partition_of
+from hookline.log.publisher import Publisher
 from tests.e2e.test_operator_api import walk
 from tests.processes import Pipeline, eventually, process_env, running_pipeline
 
@@ -73,7 +73,7 @@ def projected(db: psycopg.Connection, wanted: dict[str, int]) -> None:
 
 
 def hookline(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "processors.cli", *args],
+    return subprocess.run([sys.executable, "-m", "hookline", *args],
                           env=process_env(env), capture_output=True, text=True, timeout=60)
 
 
@@ -167,7 +167,7 @@ def test_events_tail_reads_every_partition_or_the_one_asked_for_and_follows_both
 def assert_follows_both(partitioned: dict[str, str], publisher: Publisher) -> None:
     """From offset 5 of each partition: partition 0's last two records, then what arrives."""
     follower = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "events", "tail", "--follow", "--from", "5"],
+        [sys.executable, "-m", "hookline", "events", "tail", "--follow", "--from", "5"],
         env=process_env(partitioned), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True)
     printed: queue.Queue[str] = queue.Queue()

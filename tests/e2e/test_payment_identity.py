@@ -17,7 +17,7 @@ import orjson
 import psycopg
 import pytest
 
-from ingest.signatures import sign_chapa, sign_standard_webhooks, sign_stripe
+from hookline.senders.signatures import sign_chapa, sign_standard_webhooks, sign_stripe
 from tests.processes import UNSIGNED_TRANSACTIONS, Pipeline, eventually, running_pipeline, scalar
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"

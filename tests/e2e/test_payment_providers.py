@@ -23,7 +23,7 @@ import requests
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ingest.signatures import sign_chapa, sign_stripe
+from hookline.senders.signatures import sign_chapa, sign_stripe
 from tests.conftest import AMQP_URL, PG_ADMIN
 from tests.processes import Pipeline, eventually, running_pipeline
 

@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from eventlog.envelope import encode, utcnow
-from eventlog.publisher import Publisher
-from eventlog.settings import Settings
+from hookline.config import Settings
+from hookline.log.envelope import encode, utcnow
+from hookline.log.publisher import Publisher
 from tests.faults.support import transaction
 from tests.processes import Pipeline, eventually, running_pipeline, scalar
 
@@ -104,7 +104,7 @@ def test_a_nesting_deeper_than_the_exact_parse_takes_is_rejected(
 
 
 def hookline(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "processors.cli", *args], env=pipeline.env,
+    return subprocess.run([sys.executable, "-m", "hookline", *args], env=pipeline.env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.signatures import sign_chapa, sign_stripe
-from processors.rebuild import PROJECTION_TIMES
+from hookline.projection.rebuild import PROJECTION_TIMES
+from hookline.senders.signatures import sign_chapa, sign_stripe
 from tests.conftest import AMQP_URL, PG_ADMIN, _db_url
 from tests.e2e.test_bookings import SECRET, booking, post_booking, post_payment
 from tests.e2e.test_payment_providers import OPENAPI, fixture, stripe_event
@@ -41,7 +41,7 @@ class Shop:
         self.pipeline, self.db, self.mailbox = pipeline, db, mailbox
 
     def hookline(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "processors.cli", *args],
+        return subprocess.run([sys.executable, "-m", "hookline", *args],
                               env=self.pipeline.env, capture_output=True, text=True,
                               timeout=timeout)
 
@@ -276,7 +276,7 @@ def test_events_tail_prints_the_last_records_and_follows_new_ones_until_ctrl_c(
     assert len(records) == 1 + scalar(shop.db, "SELECT max(\"offset\") FROM events")
 
     after = scalar(shop.db, "SELECT max(\"offset\") FROM events") + 1
-    follower = subprocess.Popen([sys.executable, "-m", "processors.cli", "events", "tail",
+    follower = subprocess.Popen([sys.executable, "-m", "hookline", "events", "tail",
                                  "--follow", "--from", str(after), "--source", "transactions"],
                                 env=shop.pipeline.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)

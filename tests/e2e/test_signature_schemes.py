@@ -19,9 +19,9 @@ import pytest
 import requests
 import svix
 
-from eventlog.reader import StreamReader
-from eventlog.settings import Settings
-from ingest.signatures import sign_chapa, sign_standard_webhooks_v1a
+from hookline.config import Settings
+from hookline.log.reader import StreamReader
+from hookline.senders.signatures import sign_chapa, sign_standard_webhooks_v1a
 from tests.chaos import webhooks
 from tests.conftest import AMQP_URL
 from tests.processes import Pipeline, running_pipeline

@@ -19,7 +19,7 @@ PASSWORD = "s3cret"
 
 def fails_in_one_sentence(command: str, env: dict[str, str]) -> str:
     """Run `hookline COMMAND`, expect it to exit non-zero with exactly one line; return it."""
-    result = subprocess.run([sys.executable, "-m", "processors.cli", command],
+    result = subprocess.run([sys.executable, "-m", "hookline", command],
                             env=process_env(env), capture_output=True, text=True, timeout=60,
                             check=False)
     output = result.stdout + result.stderr

@@ -23,7 +23,7 @@ def run_up(env: dict[str, str], workdir: Path) -> tuple[list[str], int]:
     full = {**process_env({**env, **binds}), "HOOKLINE_LOG_LEVEL": "WARNING"}
     full.pop("HOOKLINE_OPERATOR_TOKENS")
     full.update({k: v for k, v in env.items() if k == "HOOKLINE_OPERATOR_TOKENS"})
-    up = subprocess.Popen([sys.executable, "-m", "processors.cli", "up"], cwd=workdir, env=full,
+    up = subprocess.Popen([sys.executable, "-m", "hookline", "up"], cwd=workdir, env=full,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),  # type: ignore[union-attr]

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from eventlog.settings import Settings
-from projections.schema import migrate
+from hookline.config import Settings
+from hookline.db.schema import migrate
 from tests.faults.cluster import PrivateCluster
 from tests.faults.support import PG_BIN, PrivateBroker, PrivatePostgres, reap_orphans
 

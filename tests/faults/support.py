@@ -21,11 +21,11 @@ from pathlib import Path
 
 import psycopg
 
-from eventlog.envelope import decode, encode, utcnow
-from eventlog.publisher import Publisher
-from eventlog.reader import StreamReader
-from eventlog.settings import Settings
-from eventlog.topology import log_end_offset, open_connection
+from hookline.config import Settings
+from hookline.log.envelope import decode, encode, utcnow
+from hookline.log.publisher import Publisher
+from hookline.log.reader import StreamReader
+from hookline.log.topology import log_end_offset, open_connection
 
 log = logging.getLogger(__name__)
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

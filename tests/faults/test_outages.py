@@ -14,7 +14,7 @@ from types import TracebackType
 import pytest
 import requests
 
-from eventlog.settings import Settings
+from hookline.config import Settings
 from tests.faults.support import (
     PrivateBroker,
     PrivatePostgres,

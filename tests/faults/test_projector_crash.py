@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eventlog.settings import Settings
+from hookline.config import Settings
 from tests.faults.support import expected, projected, publish_backlog
 from tests.processes import Pipeline, Process, eventually, running_pipeline
 

@@ -10,11 +10,12 @@ import orjson
 import psycopg
 import pytest
 
-from eventlog.envelope import encode
-from eventlog.reader import Record
-from ingest.sources import interpreters, scheduler
-from projections.outbox import render
-from projections.store import project_batch
+from hookline.log.envelope import encode
+from hookline.log.reader import Record
+from hookline.mail.outbox import render
+from hookline.projection.batch import project_batch
+from hookline.senders import deadlines
+from hookline.senders.registry import interpreters
 from tests.processes import scalar
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -39,7 +40,7 @@ def paid(tx: str, reference: str, status: str = "succeeded",
 
 
 def expired(reference: str) -> tuple[str, str, str, bytes]:
-    record = scheduler.booking_expired(reference, NOW, NOW)
+    record = deadlines.booking_expired(reference, NOW, NOW)
     return (record.id, "scheduler", "booking.expired", orjson.dumps({"reference": reference}))
 
 

@@ -17,18 +17,18 @@ import pika
 import pika.exceptions
 import pytest
 
-from eventlog.envelope import utcnow
-from eventlog.publisher import Publisher
-from eventlog.reader import Batch, OffsetGap, StreamReader
-from eventlog.settings import Settings
-from eventlog.topology import (
+from hookline.config import Settings
+from hookline.log.envelope import utcnow
+from hookline.log.publisher import Publisher
+from hookline.log.reader import Batch, OffsetGap, StreamReader
+from hookline.log.reader_process import ReaderProcess
+from hookline.log.topology import (
     declare_stream,
     ensure_stream,
     log_end_offset,
     log_end_offsets,
     open_connection,
 )
-from processors.reader_process import ReaderProcess
 from tests.conftest import AMQP_URL
 from tests.processes import NotYet, eventually
 
@@ -354,8 +354,8 @@ def test_the_reading_process_ends_when_its_parent_is_killed(log_settings: Settin
 
 ORPHANING_PARENT = """
 import signal, sys
-from eventlog.settings import Settings
-from processors.reader_process import ReaderProcess
+from hookline.config import Settings
+from hookline.log.reader_process import ReaderProcess
 reader = ReaderProcess(Settings(amqp_url=sys.argv[1], stream=sys.argv[2]), 0, 10, "orphan",
                        lambda: False)
 print(reader._process.pid, flush=True)

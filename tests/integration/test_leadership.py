@@ -7,10 +7,10 @@ import time
 
 import psycopg
 
-from eventlog.settings import Settings
-from processors.leadership import Leadership
-from processors.lifecycle import Stopper
-from projections.locks import lock_key
+from hookline.config import Settings
+from hookline.db.locks import lock_key
+from hookline.lifecycle import Stopper
+from hookline.processes.leadership import Leadership
 from tests.processes import eventually, scalar
 
 LOCK_SESSION = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'hookline demo lock' "

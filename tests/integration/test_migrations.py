@@ -7,7 +7,7 @@ from decimal import Decimal
 import psycopg
 from alembic import command
 
-from projections.schema import alembic_config
+from hookline.db.schema import alembic_config
 
 
 def test_a_freshly_migrated_database_has_no_drift_from_the_models(database_url: str) -> None:

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from eventlog.envelope import utcnow
-from eventlog.publisher import LogUnavailable, Publisher
-from eventlog.reader import StreamReader
-from eventlog.settings import Settings
-from eventlog.topology import BrokerUnreachable, ensure_stream, open_connection
+from hookline.config import Settings
+from hookline.log.envelope import utcnow
+from hookline.log.publisher import LogUnavailable, Publisher
+from hookline.log.reader import StreamReader
+from hookline.log.topology import BrokerUnreachable, ensure_stream, open_connection
 from tests.conftest import AMQP_URL
 from tests.faults.support import restartable_port
 from tests.processes import NotYet, eventually

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from sqlalchemy import Connection, Select, create_engine
 
-from projections import queries
+from hookline.readside import queries
 from tests.operator_seed import seed
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

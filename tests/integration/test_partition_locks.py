@@ -12,10 +12,10 @@ import orjson
 import psycopg
 import pytest
 
-from eventlog.envelope import encode
-from eventlog.reader import Record
-from ingest.sources import interpreters
-from projections.store import Partition, project_batch
+from hookline.log.envelope import encode
+from hookline.log.reader import Record
+from hookline.projection.batch import Partition, project_batch
+from hookline.senders.registry import interpreters
 from tests.processes import eventually, scalar
 
 NOW = datetime.now(UTC).replace(microsecond=0)

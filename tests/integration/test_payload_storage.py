@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventlog.payloads import MAX_DEPTH, PayloadRefused, number_refusal, parse, parse_exact
+from hookline.log.payloads import MAX_DEPTH, PayloadRefused, number_refusal, parse, parse_exact
 
 EDGES = [0, 1, 308, 309, 16382, 16383, 16384, 16385, 20000, 99999, 131071, 131072, 131073,
          2**30 - 2, 2**30 - 1, 2**31]

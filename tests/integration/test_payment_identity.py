@@ -14,10 +14,10 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventlog.envelope import encode
-from eventlog.reader import Record
-from ingest.sources import interpreters
-from projections.store import project_batch
+from hookline.log.envelope import encode
+from hookline.log.reader import Record
+from hookline.projection.batch import project_batch
+from hookline.senders.registry import interpreters
 from tests.processes import scalar
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
@@ -123,7 +123,7 @@ def test_a_stripe_amount_from_ten_to_the_fifteen_up_is_rejected(db: psycopg.Conn
 
 
 def test_a_timeout_names_its_payments_source(db: psycopg.Connection) -> None:
-    from ingest.sources.scheduler import payment_timed_out
+    from hookline.senders.deadlines import payment_timed_out
 
     deadline = payment_timed_out("transactions", "pi_T", None, NOW, NOW)
     stripe_pending = {"id": "evt_p", "object": "event", "type": "payment_intent.processing",

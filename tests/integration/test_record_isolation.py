@@ -12,15 +12,15 @@ import orjson
 import psycopg
 import pytest
 
-from eventlog.envelope import Envelope, encode
-from eventlog.reader import Record
-from eventlog.settings import Settings
-from ingest.sources import interpreters
-from processors.lifecycle import Stopper
-from processors.rebuild import Rebuild
-from projections import rejections
-from projections.domain import DomainEvent, PaymentReported
-from projections.store import CheckpointMoved, project_batch
+from hookline.config import Settings
+from hookline.db import rejections
+from hookline.domain.events import DomainEvent, PaymentReported
+from hookline.lifecycle import Stopper
+from hookline.log.envelope import Envelope, encode
+from hookline.log.reader import Record
+from hookline.projection.batch import CheckpointMoved, project_batch
+from hookline.projection.rebuild import Rebuild
+from hookline.senders.registry import interpreters
 from tests.e2e.test_poison_records import ok, poison, publish
 from tests.processes import scalar
 
@@ -159,7 +159,7 @@ def test_a_rebuild_isolates_bad_records_and_obeys_operators_as_the_projector_doe
 
 
 def _log_bodies(settings: Settings, count: int) -> list[bytes]:
-    from eventlog.reader import StreamReader
+    from hookline.log.reader import StreamReader
 
     bodies: list[bytes] = []
     reader = StreamReader(settings, 0, 100, "isolation-test", lambda: len(bodies) >= count)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from processors.mailer import SmtpServer, _tls
+from hookline.mail.mailer import SmtpServer, _tls
 from tests.mailbox import Mailbox
 from tests.processes import free_port
 

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from eventlog.envelope import Envelope
-from ingest.sources import chapa, stripe
-from projections.amounts import AmountInvalid, parse_amount
-from projections.domain import Rejected
+from hookline.domain.amounts import AmountInvalid, parse_amount
+from hookline.domain.events import Rejected
+from hookline.log.envelope import Envelope
+from hookline.senders import chapa, stripe
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
 RECEIVED = datetime(2024, 5, 1, tzinfo=UTC)

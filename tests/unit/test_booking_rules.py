@@ -10,9 +10,9 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections import transactions
-from projections.bookings import BookingState, Ledger, Notice, PaymentChange
-from projections.domain import (
+from hookline.domain import transactions
+from hookline.domain.bookings import BookingState, Ledger, Notice, PaymentChange
+from hookline.domain.events import (
     BookingCancelled,
     BookingCreated,
     BookingEvent,
@@ -21,7 +21,7 @@ from projections.domain import (
     PaymentRefunded,
     PaymentReported,
 )
-from projections.transactions import TransactionState
+from hookline.domain.transactions import TransactionState
 
 REF = "BK-1"
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -11,20 +11,21 @@ from typing import Any
 import orjson
 import pytest
 
-from eventlog.envelope import decode, encode
-from eventlog.publisher import Publisher
-from eventlog.settings import Settings
-from ingest.app import create_app
-from ingest.signatures import InvalidSignature, sign_standard_webhooks
-from ingest.sources import bookings, ingresses, scheduler
-from ingest.sources.base import PayloadInvalid
-from projections.domain import (
+from hookline.config import Settings
+from hookline.domain.events import (
     BookingCancelled,
     BookingCreated,
     BookingExpired,
     PaymentTimedOut,
     Rejected,
 )
+from hookline.log.envelope import decode, encode
+from hookline.log.publisher import Publisher
+from hookline.senders import bookings, deadlines
+from hookline.senders.base import PayloadInvalid
+from hookline.senders.registry import ingresses
+from hookline.senders.signatures import InvalidSignature, sign_standard_webhooks
+from hookline.web.ingress import create_app
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 SETTINGS = Settings(bookings_secrets=(SECRET,), transactions_unsigned=True)
@@ -144,25 +145,25 @@ def test_a_record_that_no_longer_validates_is_rejected_when_projected() -> None:
 
 
 def test_deadline_records_have_the_same_id_whoever_appends_them() -> None:
-    first = scheduler.booking_expired("BK-7", NOW, NOW)
-    second = scheduler.booking_expired("BK-7", NOW, datetime.now(UTC))
+    first = deadlines.booking_expired("BK-7", NOW, NOW)
+    second = deadlines.booking_expired("BK-7", NOW, datetime.now(UTC))
     assert first.id == second.id == "scheduler:booking.expired:BK-7"
-    assert scheduler.interpret(decode(first.record)) == [BookingExpired("BK-7")]
+    assert deadlines.interpret(decode(first.record)) == [BookingExpired("BK-7")]
 
-    timeout = scheduler.payment_timed_out("chapa", "tx-9", None, NOW, NOW)
+    timeout = deadlines.payment_timed_out("chapa", "tx-9", None, NOW, NOW)
     assert timeout.id == "scheduler:payment.timed_out:chapa:tx-9"
     record = decode(timeout.record)
     assert (record.source, record.type, record.subject) == ("scheduler", "payment.timed_out",
                                                             "tx-9")
-    assert scheduler.interpret(record) == [PaymentTimedOut("tx-9", "chapa")]
+    assert deadlines.interpret(record) == [PaymentTimedOut("tx-9", "chapa")]
     written_before = encode("scheduler:payment.timed_out:tx-9", "scheduler",
                             "payment.timed_out", "tx-9", NOW, b'{"transaction_id": "tx-9"}')
-    assert scheduler.interpret(decode(written_before)) == [PaymentTimedOut("tx-9")]
+    assert deadlines.interpret(decode(written_before)) == [PaymentTimedOut("tx-9")]
 
 
 def test_deadline_records_cannot_be_posted_from_outside() -> None:
-    assert scheduler.ingress(SETTINGS) is None
+    assert deadlines.ingress(SETTINGS) is None
     assert "scheduler" not in ingresses(SETTINGS)
     with pytest.raises(Rejected):
-        scheduler.interpret(decode(encode("scheduler:x", "scheduler", "booking.expired", "x",
+        deadlines.interpret(decode(encode("scheduler:x", "scheduler", "booking.expired", "x",
                                           NOW, b"{}")))

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventlog.envelope import Envelope
-from eventlog.settings import Settings
-from ingest.signatures import InvalidSignature, sign_chapa
-from ingest.sources import chapa
-from ingest.sources.base import PayloadInvalid
-from projections.domain import PaymentRefunded, PaymentReported, Rejected
+from hookline.config import Settings
+from hookline.domain.events import PaymentRefunded, PaymentReported, Rejected
+from hookline.log.envelope import Envelope
+from hookline.senders import chapa
+from hookline.senders.base import PayloadInvalid
+from hookline.senders.signatures import InvalidSignature, sign_chapa
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
 SECRETS = ("chapa-old-secret-0001", "chapa-new-secret-0001")

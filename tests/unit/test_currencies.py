@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.currencies import EXPONENTS, exponent, from_minor_units, is_currency
+from hookline.domain.currencies import EXPONENTS, exponent, from_minor_units, is_currency
 
 
 @pytest.mark.parametrize(

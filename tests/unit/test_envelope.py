@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventlog.envelope import Envelope, decode, encode
+from hookline.log.envelope import Envelope, decode, encode
 
 RECEIVED = datetime(2024, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from processors.logformat import LineFormatter, escape_controls
+from hookline.processes.logformat import LineFormatter, escape_controls
 
 HOSTILE = "tx-1\r\n2026-01-01 00:00:00 INFO forged\x1b[2J\x00\u2028\u2029\x85\tend"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-from eventlog.partitions import consumer_name, partition_of, stream_name
-from eventlog.settings import Settings
+from hookline.config import Settings
+from hookline.log.partitions import consumer_name, partition_of, stream_name
 
 
 def test_the_partition_is_the_first_8_bytes_of_sha256_modulo_n() -> None:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventlog.payloads import MAX_DEPTH, PayloadRefused, number_refusal, parse, parse_exact
-from ingest.sources.base import PayloadInvalid, parse_json
+from hookline.log.payloads import MAX_DEPTH, PayloadRefused, number_refusal, parse, parse_exact
+from hookline.senders.base import PayloadInvalid, parse_json
 
 
 def nested(depth: int) -> bytes:

@@ -7,8 +7,8 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from eventlog.reader import OffsetGap
-from processors.reader_process import take
+from hookline.log.reader import OffsetGap
+from hookline.log.reader_process import take
 
 SENDERS: list[Connection] = []  # the reading process's ends, open as a live child's would be
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from eventlog.settings import Settings, SettingsError, load_settings, mask_url, parse_duration
+from hookline.config import Settings, SettingsError, load_settings, mask_url, parse_duration
 
 SECRET_VALUE = "s3cret-value-never-shown"
 STRIPE_SECRET = "whsec_test_secret_for_stripe_0001"

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.signatures import (
+from hookline.senders.signatures import (
     ChapaVerifier,
     InvalidSignature,
     StandardWebhooksVerifier,

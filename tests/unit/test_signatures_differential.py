@@ -42,7 +42,7 @@ import svix.webhooks
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from ingest.signatures import (
+from hookline.senders.signatures import (
     InvalidSignature,
     StandardWebhooksVerifier,
     StripeVerifier,

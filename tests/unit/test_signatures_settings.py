@@ -14,9 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from eventlog.settings import Settings, SettingsError, load_settings
-from ingest.signatures import InvalidSignature, sign_chapa, sign_standard_webhooks_v1a
-from ingest.sources import bookings, chapa, transactions
+from hookline.config import Settings, SettingsError, load_settings
+from hookline.senders import bookings, chapa, transactions
+from hookline.senders.signatures import InvalidSignature, sign_chapa, sign_standard_webhooks_v1a
 
 CHAPA_SECRET = "chapa-secret-for-settings-tests"
 BODY = orjson.dumps({"event": "charge.success", "tx_ref": "BK-SETTINGS", "reference": "AP1",

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventlog.envelope import Envelope
-from eventlog.settings import Settings, load_settings
-from ingest.signatures import InvalidSignature, sign_stripe
-from ingest.sources import stripe
-from ingest.sources.base import PayloadInvalid
-from projections.domain import PaymentDisputed, PaymentRefunded, PaymentReported, Rejected
+from hookline.config import Settings, load_settings
+from hookline.domain.events import PaymentDisputed, PaymentRefunded, PaymentReported, Rejected
+from hookline.log.envelope import Envelope
+from hookline.senders import stripe
+from hookline.senders.base import PayloadInvalid
+from hookline.senders.signatures import InvalidSignature, sign_stripe
 
 SECRET = "whsec_unit_test_secret_0001"
 RECEIVED = datetime(2024, 5, 1, tzinfo=UTC)

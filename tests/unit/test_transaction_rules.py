@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.domain import (
+from hookline.domain.events import (
     PaymentDisputed,
     PaymentEvent,
     PaymentRefunded,
@@ -28,7 +28,7 @@ from projections.domain import (
     PaymentStatus,
     PaymentTimedOut,
 )
-from projections.transactions import REFUNDED, Refused, TransactionState, apply
+from hookline.domain.transactions import REFUNDED, Refused, TransactionState, apply
 
 BOOKKEEPING = {"processed_at", "updated_at", "last_offset"}  # when, not what
 PROVIDER_TIMES = [datetime(2024, 5, day, 12, tzinfo=UTC) for day in (1, 2, 3)]

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventlog.settings import Settings, SettingsError, load_settings
-from ingest.signatures import InvalidSignature, sign_standard_webhooks
-from ingest.sources.base import PayloadInvalid
-from ingest.sources.transactions import TransactionsIngress, load
+from hookline.config import Settings, SettingsError, load_settings
+from hookline.senders.base import PayloadInvalid
+from hookline.senders.signatures import InvalidSignature, sign_standard_webhooks
+from hookline.senders.transactions import TransactionsIngress, load
 
 SECRET = "whsec_" + base64.b64encode(b"unit-test-transactions-secret-32").decode()
 
@@ -232,9 +232,9 @@ def test_the_signature_is_checked_before_the_body() -> None:
 def test_a_signed_invalid_delivery_is_kept_and_rejected_naming_the_field() -> None:
     from datetime import UTC, datetime
 
-    from eventlog.envelope import decode, encode
-    from ingest.sources.transactions import INVALID, interpret
-    from projections.domain import Rejected
+    from hookline.domain.events import Rejected
+    from hookline.log.envelope import decode, encode
+    from hookline.senders.transactions import INVALID, interpret
 
     secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
     ingress = TransactionsIngress(Settings(transactions_secrets=(secret,)))

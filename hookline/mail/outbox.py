@@ -1,0 +1,116 @@
+"""The email outbox: what to tell the customer, written with the projection, rendered at send."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
+
+from hookline.db import bulk
+from hookline.domain.bookings import BookingState, Notice
+from hookline.domain.transactions import TransactionState
+from hookline.readside.queries import format_amount
+
+_COLUMNS = ("event_id", "template", "booking_reference", "recipient", "context",
+            "next_attempt_at", "created_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """One outbox row: the record it answers (`event_id`), the template and what fills it."""
+
+    event_id: str
+    template: str
+    booking_reference: str
+    recipient: str
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+@functools.cache
+def _environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("hookline.mail", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def compose(notice: Notice, event_id: str) -> Email:
+    """The email a notice calls for; rendering waits for the mailer, off the projector's path."""
+    booking = notice.booking
+    if booking.customer_email is None:
+        raise ValueError(f"booking {booking.reference!r} has no customer yet")
+    return Email(
+        event_id=event_id, template=notice.template, booking_reference=booking.reference,
+        recipient=booking.customer_email,
+        context={"booking": _booking_view(booking), "payment": _payment_view(notice.payment)},
+    )
+
+
+def render(template: str, context: dict[str, Any]) -> Rendered:
+    subject = _template(f"{template}.subject.txt").render(context)
+    return Rendered(
+        subject=" ".join(subject.split()),  # one header line, whatever the data held
+        text=_template(f"{template}.txt").render(context),
+        html=_template(f"{template}.html").render(context),
+    )
+
+
+@functools.cache
+def _template(name: str) -> Template:
+    return _environment().get_template(name)
+
+
+def enqueue(conn: psycopg.Connection[Any], emails: Sequence[Email], now: datetime) -> None:
+    """Add rows due now; a record projected again never adds a second row."""
+    if not emails:
+        return
+    bulk.upsert(conn, "email_outbox", _COLUMNS, ["event_id", "template"], [
+        (e.event_id, e.template, e.booking_reference, e.recipient,
+         orjson.dumps(e.context).decode(), now, now) for e in emails], update=False)
+
+
+def _booking_view(booking: BookingState) -> dict[str, Any]:
+    return {
+        "reference": booking.reference,
+        "customer_name": booking.customer_name,
+        "destination": booking.destination,
+        "travel_date": _day(booking.travel_date),
+        "return_date": _day(booking.return_date),
+        "travelers": booking.travelers,
+        "total": f"{format_amount(booking.total_amount, booking.currency)} {booking.currency}",
+        "expires_at": _moment(booking.expires_at),
+    }
+
+
+def _payment_view(payment: TransactionState | None) -> dict[str, Any] | None:
+    if payment is None:
+        return None
+    return {
+        "transaction_id": payment.transaction_id,
+        "amount": f"{format_amount(payment.amount, payment.currency)} {payment.currency}"
+        if payment.amount is not None else None,
+        "reason": (payment.failure_reason or "the payment provider declined it").rstrip(". "),
+    }
+
+
+def _day(value: Any) -> str | None:
+    return None if value is None else value.strftime("%A %d %B %Y")
+
+
+def _moment(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).strftime("%d %B %Y at %H:%M UTC")

@@ -1,0 +1,404 @@
+"""Read-side queries for operators, over the projection tables.
+
+Every list is read newest first by a key that is unique, and continues strictly
+after the key of the last row a page showed (keyset pagination): a row is never skipped or
+shown twice because rows were added meanwhile, and each page costs the same however deep.
+Every statement reads one table, so a reader never holds one table's lock while it waits for
+another's (the rebuild's swap takes them in turn).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, cast, get_args
+
+import pika.exceptions
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    Text,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+
+from hookline.config import Settings
+from hookline.db.models import Booking, ConsumerOffset, EmailOutbox, Event, Transaction
+from hookline.domain.bookings import Template
+from hookline.domain.currencies import EXPONENTS
+from hookline.log.envelope import Envelope
+from hookline.log.partitions import PROJECTOR, consumer_name
+from hookline.log.topology import BrokerUnreachable, log_end_offsets, open_connection
+from hookline.senders.base import Interpreter
+
+log = logging.getLogger(__name__)
+
+_transactions = cast(Table, Transaction.__table__)
+_bookings = cast(Table, Booking.__table__)
+_events = cast(Table, Event.__table__)
+_outbox = cast(Table, EmailOutbox.__table__)
+_offsets = cast(Table, ConsumerOffset.__table__)
+
+TRANSACTION_STATUSES = ("pending", "succeeded", "failed", "refunded", "partially_refunded",
+                        "timed_out")
+BOOKING_STATUSES = ("pending", "confirmed", "cancelled", "expired", "refunded")
+OUTCOMES = ("applied", "duplicate", "ignored", "rejected")
+OUTBOX_STATUSES = ("pending", "sent", "failed", "dead")
+TEMPLATES: tuple[str, ...] = get_args(Template)
+RETRYABLE = ("dead", "failed")
+TRAIL_LIMIT = 500  # the most recent records of a trail; the rest are in GET /v1/events
+
+# constant predicates, so that the partial indexes of migration 0004 match them
+TRANSACTION_FLAGS: dict[str, ColumnElement[bool]] = {
+    "disputed": _transactions.c.disputed,
+    "refunded": _transactions.c.refunded_amount > literal_column("0"),
+}
+BOOKING_FLAGS: dict[str, ColumnElement[bool]] = {
+    "late_payment": _bookings.c.late_payment,
+    "amount_mismatch": _bookings.c.amount_mismatch,
+}
+
+Filter = Callable[[Any], ColumnElement[bool]]
+Row = dict[str, Any]
+
+
+class EmailMissing(LookupError):
+    """No outbox row has this id."""
+
+
+class NotRetryable(Exception):
+    """Only a dead or failed email can be retried; this one is in another state."""
+
+    def __init__(self, email_id: int, status: str) -> None:
+        super().__init__(f"email {email_id} is {status}: only a dead or failed email can be "
+                         "retried")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One list: its table, its key (newest first, unique), its filters."""
+
+    name: str
+    table: Table
+    key: tuple[str, ...]
+    filters: Mapping[str, Filter]
+    omit: tuple[str, ...] = ()  # columns too large for a list
+
+    def key_columns(self) -> list[Column[Any]]:
+        return [self.table.c[name] for name in self.key]
+
+    def statements(self, filters: Mapping[str, Any], limit: int,
+                   after: Sequence[Any] | None = None) -> list[Select[Any]]:
+        """What reads the page after `after` (a row's key), in order, each one row more than
+        `limit` to tell whether more follow. Two statements when the page starts among the rows
+        whose first key column is null: those sort first, and one index range cannot hold both
+        the rest of them and every row after them."""
+        shown = [c for c in self.table.c if c.name not in self.omit]
+        base = select(*shown)
+        for name, value in filters.items():
+            base = base.where(self.filters[name](value))
+        columns = self.key_columns()
+        if after is None:
+            parts = [base]
+        elif after[0] is None:
+            parts = [base.where(columns[0].is_(None), _older_than(columns[1:], after[1:])),
+                     base.where(columns[0].is_not(None))]
+        else:
+            parts = [base.where(_older_than(columns, after))]
+        order = [c.desc() for c in columns]  # descending puts nulls first
+        return [part.order_by(*order).limit(limit + 1) for part in parts]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Row]
+    next_key: tuple[Any, ...] | None
+
+
+def _older_than(columns: list[Column[Any]], key: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows after `key` in descending order (a null column compares as unknown: excluded)."""
+    if len(columns) == 1:
+        return cast(ColumnElement[bool], columns[0] < key[0])
+    return tuple_(*columns) < tuple_(*key)
+
+
+TRANSACTIONS = Listing("transactions", _transactions, ("created_at", "transaction_id", "source"), {
+    "status": lambda v: _transactions.c.status == v,
+    "source": lambda v: _transactions.c.source == v,
+    "booking_reference": lambda v: _transactions.c.booking_reference == v,
+    "created_after": lambda v: _transactions.c.created_at >= v,
+    "created_before": lambda v: _transactions.c.created_at < v,
+    "flag": lambda v: TRANSACTION_FLAGS[v],
+})
+BOOKINGS = Listing("bookings", _bookings, ("created_at", "reference"), {
+    "status": lambda v: _bookings.c.status == v,
+    "customer_email": lambda v: _bookings.c.customer_email == v,
+    "flag": lambda v: BOOKING_FLAGS[v],
+    "created_after": lambda v: _bookings.c.created_at >= v,
+    "created_before": lambda v: _bookings.c.created_at < v,
+})
+# offsets count within a partition: (offset, partition) is unique; migration 0005's indexes
+EVENTS = Listing("events", _events, ("offset", "partition"), {
+    "partition": lambda v: _events.c.partition == v,
+    "source": lambda v: _events.c.source == v,
+    "type": lambda v: _events.c.type == v,
+    "subject": lambda v: _events.c.subject == v,
+    "outcome": lambda v: _events.c.outcome == v,
+    "received_after": lambda v: _events.c.received_at >= v,
+    "received_before": lambda v: _events.c.received_at < v,
+}, omit=("payload",))
+OUTBOX = Listing("outbox", _outbox, ("id",), {
+    "status": lambda v: _outbox.c.status == v,
+    "template": lambda v: _outbox.c.template == v,
+}, omit=("context", "body_text", "body_html"))
+LISTINGS = {listing.name: listing for listing in (TRANSACTIONS, BOOKINGS, EVENTS, OUTBOX)}
+
+
+def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: int,
+         after: Sequence[Any] | None = None) -> Page:
+    rows: list[Row] = []
+    for statement in listing.statements(filters, limit, after):
+        rows += [_shape(dict(row)) for row in conn.execute(statement).mappings()]
+        if len(rows) > limit:
+            break
+    if len(rows) <= limit:
+        return Page(rows, None)
+    shown = rows[:limit]
+    return Page(shown, tuple(shown[-1][name] for name in listing.key))
+
+
+def format_amount(amount: Decimal | None, currency: str | None) -> str | None:
+    """A decimal string with at least the currency's minor-unit places, never fewer digits."""
+    if amount is None:
+        return None
+    places = EXPONENTS.get((currency or "").upper(), 2)
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < places:
+        amount = amount.quantize(Decimal(1).scaleb(-places))
+    return format(amount, "f")
+
+
+def _shape(row: Row) -> Row:
+    """Amounts as exact decimal strings with the currency's places."""
+    for name in ("amount", "refunded_amount", "total_amount"):
+        if name in row:
+            row[name] = format_amount(row[name], row.get("currency"))
+    return row
+
+
+class Ambiguous(LookupError):
+    """Several sources have a transaction with this id; `candidates` names each."""
+
+    def __init__(self, transaction_id: str, candidates: list[Row]) -> None:
+        super().__init__(f"{len(candidates)} sources have a transaction {transaction_id!r}: "
+                         "choose one with ?source=")
+        self.candidates = candidates
+
+
+def transaction(conn: Connection, transaction_id: str,
+                interpreters: Mapping[str, Interpreter] | None = None,
+                source: str | None = None) -> Row | None:
+    """The transaction with this id (of `source` when given); with `interpreters`, also its
+    event trail under "events". Ambiguous when several sources have the id."""
+    query = select(_transactions).where(_transactions.c.transaction_id == transaction_id)
+    if source is not None:
+        query = query.where(_transactions.c.source == source)
+    rows = [_shape(dict(row)) for row in conn.execute(
+        query.order_by(_transactions.c.source)).mappings()]
+    if len(rows) > 1:
+        raise Ambiguous(transaction_id, [{"transaction_id": r["transaction_id"],
+                                          "source": r["source"], "status": r["status"]}
+                                         for r in rows])
+    if not rows:
+        return None
+    found = rows[0]
+    if interpreters is not None:
+        found["events"] = transaction_trail(conn, found, interpreters)
+    return found
+
+
+def transaction_trail(conn: Connection, found: Row,
+                      interpreters: Mapping[str, Interpreter]) -> list[Row]:
+    """Records about this payment: its subject is the payment's id, or its booking's reference,
+    and the source's own interpretation names the payment (a booking's records name others,
+    another source's records with the same id another payment)."""
+    transaction_id, source = found["transaction_id"], found["source"]
+    subjects = [s for s in (transaction_id, found["booking_reference"]) if s]
+    return [row for row in _trail(conn, subjects, with_payload=True)
+            if _names(row, transaction_id, source, interpreters)]
+
+
+def _names(row: Row, transaction_id: str, source: str,
+           interpreters: Mapping[str, Interpreter]) -> bool:
+    if row["source"] == source and row["subject"] == transaction_id:
+        return True
+    interpret = interpreters.get(row["source"])
+    if row["source"] not in (source, "scheduler") or interpret is None or row["payload"] is None:
+        return False
+    envelope = Envelope(row["id"], row["source"], row["type"], row["subject"],
+                        row["received_at"], row["payload"].encode())
+    try:
+        events = interpret(envelope)
+    except Exception:  # a record that cannot be read names no payment
+        return False
+    # a time-out names its payment's source (none in records written before it did)
+    return any(getattr(event, "transaction_id", None) == transaction_id
+               and getattr(event, "source", None) in (source, None) for event in events)
+
+
+def _trail(conn: Connection, subjects: Sequence[str], with_payload: bool = False) -> list[Row]:
+    columns: list[ColumnElement[Any]] = [c for c in _events.c if c.name != "payload"]
+    if with_payload:  # as stored, numbers exact, for the sources' interpreters
+        columns.append(_events.c.payload.cast(Text).label("payload"))
+    rows = conn.execute(select(*columns).where(_events.c.subject.in_(subjects))
+                        .order_by(_events.c.offset.desc(), _events.c.partition.desc())
+                        .limit(TRAIL_LIMIT)).mappings()
+    trail = [dict(row) for row in rows]
+    trail.reverse()  # oldest first: the order things happened in
+    return trail
+
+
+def booking(conn: Connection, reference: str) -> Row | None:
+    """The booking with its transactions, its emails and its event trail."""
+    row = conn.execute(select(_bookings).where(_bookings.c.reference == reference)
+                       ).mappings().first()
+    if row is None:
+        return None
+    found = _shape(dict(row))
+    found["transactions"] = [_shape(dict(r)) for r in conn.execute(
+        select(_transactions).where(_transactions.c.booking_reference == reference)
+        .order_by(_transactions.c.created_at, _transactions.c.transaction_id,
+                  _transactions.c.source)).mappings()]
+    found["emails"] = [dict(r) for r in conn.execute(
+        select(*_outbox_columns()).where(_outbox.c.booking_reference == reference)
+        .order_by(_outbox.c.id)).mappings()]
+    subjects = [reference, *{t["transaction_id"] for t in found["transactions"]}]
+    found["events"] = _trail(conn, subjects)
+    return found
+
+
+def event(conn: Connection, offset: int, partition: int = 0) -> Row | None:
+    """One record as projected, its payload as the stored JSON text (numbers kept exact)."""
+    columns = [c for c in _events.c if c.name != "payload"]
+    row = conn.execute(select(*columns, _events.c.payload.cast(Text).label("payload"))
+                       .where(_events.c.offset == offset, _events.c.partition == partition)
+                       ).mappings().first()
+    return None if row is None else dict(row)
+
+
+def _outbox_columns() -> list[Column[Any]]:
+    return [c for c in _outbox.c if c.name not in OUTBOX.omit]
+
+
+def retry_email(conn: Connection, email_id: int) -> Row:
+    """A dead or failed email becomes pending, due now, with its attempts counted anew."""
+    row = conn.execute(
+        update(_outbox).where(_outbox.c.id == email_id, _outbox.c.status.in_(RETRYABLE))
+        .values(status="pending", attempts=0, next_attempt_at=func.now())
+        .returning(*_outbox_columns())).mappings().first()
+    if row is not None:
+        log.info("outbox id=%d is pending again", email_id)
+        return dict(row)
+    status = conn.execute(select(_outbox.c.status).where(_outbox.c.id == email_id)).scalar()
+    if status is None:
+        raise EmailMissing(f"no email {email_id} in the outbox")
+    raise NotRetryable(email_id, status)
+
+
+def retry_dead_emails(conn: Connection) -> list[int]:
+    """Every dead email becomes pending again; their ids."""
+    ids = [r[0] for r in conn.execute(
+        update(_outbox).where(_outbox.c.status == "dead")
+        .values(status="pending", attempts=0, next_attempt_at=func.now())
+        .returning(_outbox.c.id))]
+    log.info("%d dead outbox rows are pending again", len(ids))
+    return sorted(ids)
+
+
+@dataclass(frozen=True)
+class LogEnd:
+    """One stream of the log: its last offset (-1 when empty), or why it could not be read."""
+
+    stream: str
+    end_offset: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LogEnds:
+    """The log (HOOKLINE_STREAM) and the end of each of its streams, partition 0 first."""
+
+    stream: str
+    partitions: tuple[LogEnd, ...]
+
+    def whole(self) -> LogEnd:
+        """The log as one stream: its end with one partition, else only an error if any."""
+        if len(self.partitions) == 1:
+            return replace(self.partitions[0], stream=self.stream)
+        errors = [f"{k}: {end.error}" for k, end in enumerate(self.partitions) if end.error]
+        return LogEnd(self.stream, None, f"partition {errors[0]}" if errors else None)
+
+
+def read_log_ends(settings: Settings) -> LogEnds:
+    """Each stream's end, all peeked at once over one connection (at most PEEK_SECONDS)."""
+    try:
+        connection = open_connection(settings, "status")
+    except BrokerUnreachable as exc:
+        return LogEnds(settings.stream, tuple(LogEnd(s, None, str(exc))
+                                              for s in settings.streams))
+    try:
+        found = log_end_offsets(connection, settings.streams)
+    except pika.exceptions.AMQPError as exc:
+        found = [exc] * len(settings.streams)
+    finally:
+        if connection.is_open:
+            connection.close()
+    return LogEnds(settings.stream, tuple(
+        LogEnd(stream, None, f"cannot read the stream: {end!r}"[:300])
+        if isinstance(end, Exception) else LogEnd(stream, end)
+        for stream, end in zip(settings.streams, found, strict=True)))
+
+
+def status(conn: Connection, log: LogEnds) -> Row:
+    """The log's end per partition, each consumer's checkpoint and its lag behind its own
+    partition's end (null for a consumer that is no partition's projector), the outbox."""
+    count = len(log.partitions)
+    readers = {consumer_name(PROJECTOR, k, count): k for k in range(count)}
+    consumers = [
+        {"consumer": name, "checkpoint": checkpoint,
+         "lag": _lag(log.partitions[readers[name]] if name in readers else None, checkpoint)}
+        for name, checkpoint in conn.execute(
+            select(_offsets.c.consumer, _offsets.c.last_offset).order_by(_offsets.c.consumer))]
+    whole = log.whole()
+    return {
+        "log": {"stream": whole.stream, "end_offset": whole.end_offset, "error": whole.error},
+        "partitions": [{"partition": k, "stream": end.stream, "end_offset": end.end_offset,
+                        "error": end.error, "consumer": consumer_name(PROJECTOR, k, count)}
+                       for k, end in enumerate(log.partitions)],
+        "consumers": consumers,
+        "outbox": _outbox_status(conn),
+    }
+
+
+def _lag(end: LogEnd | None, checkpoint: int) -> int | None:
+    if end is None or end.end_offset is None:
+        return None
+    return max(0, end.end_offset - checkpoint)
+
+
+def _outbox_status(conn: Connection) -> Row:
+    counts = dict.fromkeys(OUTBOX_STATUSES, 0)
+    counts.update({s: n for s, n in conn.execute(
+        select(_outbox.c.status, func.count()).group_by(_outbox.c.status)).tuples()})
+    age = conn.execute(select(func.extract("epoch", func.now() - func.min(_outbox.c.created_at)))
+                       .where(_outbox.c.status.in_(("pending", "failed")))).scalar()
+    return {"counts": counts, "oldest_pending_age_seconds": None if age is None else float(age)}
