@@ -1,0 +1,87 @@
+"""The package's layers: a module imports only its own layer and the ones below it.
+
+Read from the source (every import, also those inside functions), so a new upward import fails
+here before it runs. KNOWN lists the upward imports the re-layout has still to remove; it may
+only shrink.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "hookline"
+LAYERS = ["domain", "config", "lifecycle", "log", "senders", "db", "mail", "projection",
+          "readside", "web", "processes"]
+KNOWN = {
+    ("config", "hookline.log.partitions"),  # stream names belong with the settings
+    ("db", "hookline.mail.outbox"),  # the outbox's SQL belongs in db/, its rendering in mail/
+    ("mail", "hookline.readside.queries"),  # format_amount belongs with the amounts
+}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] != "__main__" else "processes"
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "hookline"}
+
+
+def module_of(path: Path, package: Path) -> str:
+    relative = path.relative_to(package.parent).with_suffix("")
+    return ".".join(part for part in relative.parts if part != "__init__")
+
+
+def upward_imports(package: Path = PACKAGE) -> set[tuple[str, str, str]]:
+    upward = set()
+    for path in package.rglob("*.py"):
+        importer = module_of(path, package)
+        rank = LAYERS.index(layer_of(importer))
+        for imported in imports_of(path):
+            target = layer_of(imported)
+            if target in LAYERS and LAYERS.index(target) > rank:
+                upward.add((importer, layer_of(importer), imported))
+    return upward
+
+
+def test_no_module_imports_a_higher_layer_beyond_the_known_ones() -> None:
+    new = {(importer, imported) for importer, layer, imported in upward_imports()
+           if not any(layer == k and imported.startswith(prefix) for k, prefix in KNOWN)}
+    assert new == set()
+
+
+def test_every_known_upward_import_is_still_there() -> None:
+    found = {(layer, imported) for _, layer, imported in upward_imports()}
+    stale = {(layer, prefix) for layer, prefix in KNOWN
+             if not any(k == layer and name.startswith(prefix) for k, name in found)}
+    assert stale == set(), "remove these from KNOWN: they are gone"
+
+
+def test_the_domain_imports_nothing_of_hookline_outside_it() -> None:
+    wrong = [(p.name, name) for p in (PACKAGE / "domain").glob("*.py")
+             for name in imports_of(p) if layer_of(name) != "domain"]
+    assert wrong == []
+
+
+def test_senders_import_only_the_domain_config_and_log() -> None:
+    allowed = {"domain", "config", "log", "senders"}
+    wrong = [(p.name, name) for p in (PACKAGE / "senders").glob("*.py")
+             for name in imports_of(p) if layer_of(name) not in allowed]
+    assert wrong == []
+
+
+def test_the_check_finds_an_upward_import(tmp_path: Path) -> None:
+    fake = tmp_path / "hookline"
+    (fake / "domain").mkdir(parents=True)
+    (fake / "domain" / "rules.py").write_text("def f():\n    from hookline.web import api\n")
+    assert upward_imports(fake) == {("hookline.domain.rules", "domain", "hookline.web.api"),
+                                    ("hookline.domain.rules", "domain", "hookline.web")}
