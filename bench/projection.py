@@ -25,9 +25,8 @@ from bench.common import (
     stop,
 )
 from bench.records import mixed
-from hookline.config import Settings
+from hookline.config import Settings, consumer_name, partition_of
 from hookline.log.envelope import decode
-from hookline.log.partitions import consumer_name, partition_of
 from hookline.log.reader import StreamReader
 from hookline.log.topology import declare_stream, log_end_offset, open_connection
 

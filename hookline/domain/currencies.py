@@ -52,3 +52,14 @@ def from_minor_units(amount: int, currency: str) -> Decimal:
     sign, digits, _ = Decimal(amount).as_tuple()
     # Built from the tuple, not by division, so no context precision can round it.
     return Decimal((sign, digits, -exponent(code)))
+
+
+def format_amount(amount: Decimal | None, currency: str | None) -> str | None:
+    """A decimal string with at least the currency's minor-unit places, never fewer digits."""
+    if amount is None:
+        return None
+    places = EXPONENTS.get((currency or "").upper(), 2)
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < places:
+        amount = amount.quantize(Decimal(1).scaleb(-places))
+    return format(amount, "f")

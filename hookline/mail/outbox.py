@@ -14,8 +14,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select
 
 from hookline.db import bulk
 from hookline.domain.bookings import BookingState, Notice
+from hookline.domain.currencies import format_amount
 from hookline.domain.transactions import TransactionState
-from hookline.readside.queries import format_amount
 
 _COLUMNS = ("event_id", "template", "booking_reference", "recipient", "context",
             "next_attempt_at", "created_at")

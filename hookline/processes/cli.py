@@ -113,9 +113,9 @@ def ingest_command(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def project(settings: Settings, args: argparse.Namespace) -> None:
+    from hookline.config import not_a_partition
     from hookline.db.schema import check_reachable
     from hookline.lifecycle import Stopper
-    from hookline.log.partitions import not_a_partition
     from hookline.log.topology import ensure_stream
     from hookline.processes.projector import project
 

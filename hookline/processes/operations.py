@@ -194,9 +194,9 @@ def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
 def events_reject_command(settings: Settings, args: argparse.Namespace) -> None:
     import psycopg
 
+    from hookline.config import PROJECTOR, consumer_name, not_a_partition
     from hookline.db import rejections
     from hookline.db.schema import check_reachable
-    from hookline.log.partitions import PROJECTOR, consumer_name, not_a_partition
     from hookline.readside import queries
 
     reason = args.reason.strip()
@@ -222,8 +222,8 @@ def events_reject_command(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def events_tail_command(settings: Settings, args: argparse.Namespace) -> None:
+    from hookline.config import not_a_partition
     from hookline.lifecycle import Stopper
-    from hookline.log.partitions import not_a_partition
     from hookline.readside import queries
 
     if args.partition is None:

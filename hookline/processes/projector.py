@@ -11,10 +11,9 @@ from collections.abc import Sequence
 
 import psycopg
 
-from hookline.config import Settings
+from hookline.config import PROJECTOR, Settings, consumer_name
 from hookline.db.connection import Database
 from hookline.lifecycle import Stopper
-from hookline.log.partitions import PROJECTOR, consumer_name
 from hookline.log.reader import Batch
 from hookline.log.reader_process import ReaderProcess
 from hookline.log.topology import log_end_offset, log_start_offset, open_connection

@@ -47,11 +47,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from hookline.config import Settings
+from hookline.config import PROJECTOR, Settings, consumer_name
 from hookline.db.locks import lock_key
 from hookline.db.schema import alembic_config
 from hookline.lifecycle import Stopper
-from hookline.log.partitions import PROJECTOR, consumer_name
 from hookline.log.reader import Record, StreamReader
 from hookline.projection.batch import Partition, project_batch
 from hookline.senders.registry import interpreters

@@ -35,12 +35,11 @@ import pika.frame
 import psycopg
 from psycopg import sql
 
-from hookline.config import Settings
+from hookline.config import MAX_PARTITIONS, PROJECTOR, Settings, consumer_name, partition_of
 from hookline.db.locks import lock_key
 from hookline.db.schema import check_reachable
 from hookline.lifecycle import Stopper
 from hookline.log.envelope import decode
-from hookline.log.partitions import MAX_PARTITIONS, PROJECTOR, consumer_name, partition_of
 from hookline.log.reader import StreamReader
 from hookline.log.topology import (
     declare_stream,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from typing import Any, cast, get_args
 
 import pika.exceptions
@@ -30,12 +29,11 @@ from sqlalchemy import (
     update,
 )
 
-from hookline.config import Settings
+from hookline.config import PROJECTOR, Settings, consumer_name
 from hookline.db.models import Booking, ConsumerOffset, EmailOutbox, Event, Transaction
 from hookline.domain.bookings import Template
-from hookline.domain.currencies import EXPONENTS
+from hookline.domain.currencies import format_amount
 from hookline.log.envelope import Envelope
-from hookline.log.partitions import PROJECTOR, consumer_name
 from hookline.log.topology import BrokerUnreachable, log_end_offsets, open_connection
 from hookline.senders.base import Interpreter
 
@@ -174,17 +172,6 @@ def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: 
         return Page(rows, None)
     shown = rows[:limit]
     return Page(shown, tuple(shown[-1][name] for name in listing.key))
-
-
-def format_amount(amount: Decimal | None, currency: str | None) -> str | None:
-    """A decimal string with at least the currency's minor-unit places, never fewer digits."""
-    if amount is None:
-        return None
-    places = EXPONENTS.get((currency or "").upper(), 2)
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent < places:
-        amount = amount.quantize(Decimal(1).scaleb(-places))
-    return format(amount, "f")
 
 
 def _shape(row: Row) -> Row:

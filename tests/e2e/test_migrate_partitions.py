@@ -19,9 +19,8 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from hookline.config import Settings, load_settings
+from hookline.config import Settings, load_settings, partition_of
 from hookline.log.envelope import decode
-from hookline.log.partitions import partition_of
 from hookline.log.topology import declare_stream, log_end_offset, open_connection
 from tests.conftest import AMQP_URL
 from tests.e2e.test_bookings import SECRET, booking, post_booking, post_payment

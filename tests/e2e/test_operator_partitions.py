@@ -19,9 +19,8 @@ import orjson
 import psycopg
 import pytest
 
-from hookline.config import Settings, load_settings
+from hookline.config import Settings, load_settings, partition_of
 from hookline.log.envelope import encode, utcnow
-from hookline.log.partitions import partition_of
 from hookline.log.publisher import Publisher
 from tests.e2e.test_operator_api import walk
 from tests.processes import Pipeline, eventually, process_env, running_pipeline

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hookline.log.partitions import partition_of
+from hookline.config import partition_of
 from tests.e2e.test_bookings import SECRET, booking, post_booking, post_payment
 from tests.processes import (
     Pipeline,

@@ -14,9 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "hookline"
 LAYERS = ["domain", "config", "lifecycle", "log", "senders", "db", "mail", "projection",
           "readside", "web", "processes"]
 KNOWN = {
-    ("config", "hookline.log.partitions"),  # stream names belong with the settings
     ("db", "hookline.mail.outbox"),  # the outbox's SQL belongs in db/, its rendering in mail/
-    ("mail", "hookline.readside.queries"),  # format_amount belongs with the amounts
 }
 
 

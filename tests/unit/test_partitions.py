@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-from hookline.config import Settings
-from hookline.log.partitions import consumer_name, partition_of, stream_name
+from hookline.config import Settings, consumer_name, partition_of, stream_name
 
 
 def test_the_partition_is_the_first_8_bytes_of_sha256_modulo_n() -> None:
