@@ -26,7 +26,7 @@ from hookline.config import Settings
 from hookline.readside import queries
 from hookline.senders.base import Interpreter
 from hookline.senders.registry import SOURCES, interpreters
-from hookline.web.ingress import (
+from hookline.web.http import (
     install_request_ids,
     json_response,
     metrics_view,

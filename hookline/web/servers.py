@@ -23,7 +23,7 @@ CLIENT_READ_TIMEOUT_SECONDS = 5
 
 class _Server(BaseApplication):  # type: ignore[misc]
     def __init__(self, options: dict[str, Any]) -> None:
-        from hookline.web.ingress import RequestIdFilter
+        from hookline.web.http import RequestIdFilter
 
         self.options = options
         for handler in logging.getLogger().handlers:  # lines about a request name its id
