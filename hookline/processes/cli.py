@@ -142,14 +142,14 @@ def migrate_partitions_command(settings: Settings, args: argparse.Namespace) -> 
 def mail(settings: Settings, _args: argparse.Namespace) -> None:
     from hookline.db.schema import check_reachable
     from hookline.lifecycle import Stopper
-    from hookline.mail.mailer import Mailer
+    from hookline.processes.mailer import run_mailer
 
     if settings.smtp_url is None:
         raise SettingsError("HOOKLINE_SMTP_URL must be set for the mailer, e.g. "
                             "smtp://localhost:25 or smtps://user:password@host:465")
     check_reachable(settings)
     _serve_metrics("HOOKLINE_MAILER_METRICS_BIND", settings.mailer_metrics_bind)
-    Mailer(settings, Stopper().install()).run()
+    run_mailer(settings, Stopper().install())
 
 
 def schedule(settings: Settings, _args: argparse.Namespace) -> None:
