@@ -30,9 +30,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     # pika logs a refused connection with a traceback; ours says it in one line with the URL
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # noise at import
-    from hookline.db.schema import DatabaseUnreachable
-    from hookline.log.topology import BrokerUnreachable
-
     if args.command is up:  # the development runner: it and its children are development
         os.environ.setdefault("HOOKLINE_ENV", "development")
     try:
@@ -40,8 +37,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.command(settings, args)
     except SettingsError as exc:
         sys.exit(f"hookline: invalid setting: {exc}")
-    except (BrokerUnreachable, DatabaseUnreachable) as exc:
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
         sys.exit(f"hookline: {exc}")
+
+
+def _unreachable(exc: Exception) -> bool:
+    """PostgreSQL or RabbitMQ unreachable. Looked up among the modules the command loaded, so
+    that one which never talks to RabbitMQ (the mailer) does not load pika to say so."""
+    kinds = {"hookline.db.schema": "DatabaseUnreachable",
+             "hookline.log.topology": "BrokerUnreachable"}
+    return any(isinstance(exc, getattr(sys.modules[module], kind))
+               for module, kind in kinds.items() if module in sys.modules)
 
 
 def _parser() -> argparse.ArgumentParser:
