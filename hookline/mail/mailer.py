@@ -1,4 +1,6 @@
-"""`hookline mail`: deliver the email outbox over SMTP, retrying with backoff, then giving up.
+"""The outbox's delivery round: claim due rows, render, send over SMTP, mark each sent, or
+failed to retry with backoff, or dead once given up (`hookline mail` runs the rounds:
+hookline/processes/mailer.py).
 
 HOOKLINE_SMTP_URL forms:
   smtp://host:25                          plain SMTP
@@ -34,9 +36,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from hookline.config import Settings, mask_url
+from hookline.config import Settings
 from hookline.db.connection import Database
-from hookline.lifecycle import Stopper
 from hookline.mail.outbox import Rendered, render
 
 log = logging.getLogger(__name__)
@@ -157,39 +158,27 @@ class _Session:
 
 
 class Mailer:
-    def __init__(self, settings: Settings, stopper: Stopper) -> None:
+    def __init__(self, settings: Settings) -> None:
         if settings.smtp_url is None:
             raise ValueError("HOOKLINE_SMTP_URL is not set")
         self.settings = settings
-        self.stopper = stopper
         self.server = SmtpServer.from_url(settings.smtp_url)
         self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
         base = settings.mail_backoff_base
         self.backoff = wait_exponential_jitter(initial=base, max=BACKOFF_CAP_SECONDS,
                                                jitter=base / 2)
-        self.db = Database(settings.psycopg_url, stopper, autocommit=True)
         self._gauges_at = 0.0
         self._unrecorded: dict[int, Rendered] = {}  # sent, the commit saying so not done yet
 
-    def run(self) -> None:
-        log.info("mailer sending through %s", mask_url(self.settings.smtp_url or ""))
-        try:
-            while not self.stopper.is_set():
-                self._step()
-        except psycopg.OperationalError:
-            if not self.stopper.is_set():
-                raise
-            log.warning("stopped while PostgreSQL was unreachable")
-        finally:
-            self.db.close()
-        log.info("mailer stopped")
-
-    def _step(self) -> None:
-        claimed = self.db.run(self._round)
+    def deliver_due(self, db: Database) -> float | None:
+        """One round through `db`, and the depth gauges when idle or every few seconds. When
+        idle (fewer rows were due than a round takes): the seconds until the next falls due."""
+        claimed = db.run(self._round)
         if claimed < BATCH or time.monotonic() - self._gauges_at > GAUGE_SECONDS:
-            due_in = self.db.run(self._gauges)
-            if claimed < BATCH:  # idle: wake when the next row falls due, within bounds
-                self.stopper.wait(min(1.0, max(0.05, due_in)))
+            due_in = db.run(self._gauges)
+            if claimed < BATCH:
+                return due_in
+        return None
 
     def _round(self, conn: psycopg.Connection[Any]) -> int:
         """Claim a few due rows, send them, record each result; commit once."""

@@ -30,9 +30,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     # pika logs a refused connection with a traceback; ours says it in one line with the URL
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # noise at import
-    from hookline.db.schema import DatabaseUnreachable
-    from hookline.log.topology import BrokerUnreachable
-
     if args.command is up:  # the development runner: it and its children are development
         os.environ.setdefault("HOOKLINE_ENV", "development")
     try:
@@ -40,8 +37,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.command(settings, args)
     except SettingsError as exc:
         sys.exit(f"hookline: invalid setting: {exc}")
-    except (BrokerUnreachable, DatabaseUnreachable) as exc:
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise
         sys.exit(f"hookline: {exc}")
+
+
+def _unreachable(exc: Exception) -> bool:
+    """PostgreSQL or RabbitMQ unreachable. Looked up among the modules the command loaded, so
+    that one which never talks to RabbitMQ (the mailer) does not load pika to say so."""
+    kinds = {"hookline.db.schema": "DatabaseUnreachable",
+             "hookline.log.topology": "BrokerUnreachable"}
+    return any(isinstance(exc, getattr(sys.modules[module], kind))
+               for module, kind in kinds.items() if module in sys.modules)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,14 +150,14 @@ def migrate_partitions_command(settings: Settings, args: argparse.Namespace) -> 
 def mail(settings: Settings, _args: argparse.Namespace) -> None:
     from hookline.db.schema import check_reachable
     from hookline.lifecycle import Stopper
-    from hookline.mail.mailer import Mailer
+    from hookline.processes.mailer import run_mailer
 
     if settings.smtp_url is None:
         raise SettingsError("HOOKLINE_SMTP_URL must be set for the mailer, e.g. "
                             "smtp://localhost:25 or smtps://user:password@host:465")
     check_reachable(settings)
     _serve_metrics("HOOKLINE_MAILER_METRICS_BIND", settings.mailer_metrics_bind)
-    Mailer(settings, Stopper().install()).run()
+    run_mailer(settings, Stopper().install())
 
 
 def schedule(settings: Settings, _args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ from hookline.log.reader_process import ReaderProcess
 from hookline.log.topology import log_end_offset, log_start_offset, open_connection
 from hookline.processes import metrics
 from hookline.processes.leadership import Leadership
+from hookline.processes.loop import LeaderLoop, outages
 from hookline.projection.batch import CheckpointMoved, Partition, load_checkpoint, project_batch
 from hookline.senders.registry import interpreters
 
@@ -27,28 +28,22 @@ log = logging.getLogger(__name__)
 RECORD_OVERHEAD_BYTES = 190
 
 
-class Projector:
+class Projector(LeaderLoop):
     """Projects one partition of the log (the whole log when it has one) while it leads."""
 
     def __init__(self, settings: Settings, stopper: Stopper, partition: int = 0) -> None:
         self.settings = settings.partition(partition)  # `stream` is this partition's
-        self.stopper = stopper
         self.consumer = consumer_name(PROJECTOR, partition, settings.partitions)
+        super().__init__(Leadership(settings, self.consumer, stopper), stopper)
         self.partition = Partition(partition, shared=settings.partitions > 1)
         self.interpreters = interpreters()
         self.db = Database(settings.psycopg_url, stopper, prepare_threshold=0)
         self.checkpoint = -1
-        self.leadership = Leadership(settings, self.consumer, stopper)
         self._records_read = self._bytes_read = 0
 
     def run(self) -> None:
         LagWatcher(self).start()
-        try:
-            while self.leadership.acquire():  # a standby waits here until the leader is gone
-                self._lead()
-                self.leadership.release()
-        finally:
-            self.leadership.release()
+        super().run()
 
     def record_size(self) -> float | None:
         """Mean bytes a record takes on disk, from the records read so far."""
@@ -56,32 +51,25 @@ class Projector:
             return None
         return self._bytes_read / self._records_read + RECORD_OVERHEAD_BYTES
 
-    def _lead(self) -> None:
+    def lead(self) -> None:
         self.checkpoint = self.db.run(lambda c: load_checkpoint(c, self.consumer))
         metrics.CONSUMER_OFFSET.labels(self.consumer).set(self.checkpoint)
         log.info("%s starting after offset %d of %s", self.consumer, self.checkpoint,
                  self.settings.stream)
         reader = ReaderProcess(self.settings, self.checkpoint + 1, self.settings.projector_batch,
-                               self.consumer, self._should_stop)
-        try:
-            for batch in reader.batches():
-                self._project(batch)
-        except psycopg.OperationalError:
-            if not self.stopper.is_set():
-                raise
-            log.warning("stopped while PostgreSQL was unreachable; the batch was not applied")
-        except (CheckpointMoved, psycopg.errors.UniqueViolation):
-            if not self._overtaken():
-                raise
-            log.warning("another projector committed past offset %d: standing by",
-                        self.checkpoint)
-        finally:
-            reader.close()
-            self.db.close()
+                               self.consumer, self.should_stop)
+        with outages(self.db, self.stopper, log, "; the batch was not applied"):
+            try:
+                for batch in reader.batches():
+                    self._project(batch)
+            except (CheckpointMoved, psycopg.errors.UniqueViolation):
+                if not self._overtaken():
+                    raise
+                log.warning("another projector committed past offset %d: standing by",
+                            self.checkpoint)
+            finally:
+                reader.close()
         log.info("%s stopped after offset %d", self.consumer, self.checkpoint)
-
-    def _should_stop(self) -> bool:
-        return self.stopper.is_set() or not self.leadership.leading
 
     def _overtaken(self) -> bool:
         """Whether a leader of a moment ago committed past our checkpoint, so ours must yield."""

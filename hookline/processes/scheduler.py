@@ -20,6 +20,7 @@ from hookline.lifecycle import Stopper
 from hookline.log.envelope import utcnow
 from hookline.log.publisher import LogUnavailable, Publisher
 from hookline.processes.leadership import Leadership
+from hookline.processes.loop import LeaderLoop
 from hookline.senders.deadlines import Deadline, booking_expired, payment_timed_out
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,12 @@ _TIMED_OUT = (
 )
 
 
-class Scheduler:
+class Scheduler(LeaderLoop):
     def __init__(self, settings: Settings, stopper: Stopper, publisher: Publisher) -> None:
+        super().__init__(Leadership(settings, "scheduler", stopper), stopper)
         self.settings = settings
-        self.stopper = stopper
         self.publisher = publisher
+        self.pool = ThreadPoolExecutor(PUBLISHERS, thread_name_prefix="append")
         self.conn: psycopg.Connection[Any] | None = None
         # ids appended lately: not appended again while the projector catches up
         self._fired: dict[str, float] = {}
@@ -53,18 +55,18 @@ class Scheduler:
 
     def run(self) -> None:
         log.info("scheduler checking deadlines every %d s", self.settings.schedule_interval)
-        leadership = Leadership(self.settings, "scheduler", self.stopper)
-        with ThreadPoolExecutor(PUBLISHERS, thread_name_prefix="append") as pool:
-            while leadership.acquire():  # a standby waits here until the leader is gone
-                while leadership.leading and not self.stopper.is_set():
-                    self._tick(pool)
-                    self.stopper.wait(self.settings.schedule_interval)
-                leadership.release()
+        with self.pool:
+            super().run()
         if self.conn is not None:
             self.conn.close()
         log.info("scheduler stopped")
 
-    def _tick(self, pool: ThreadPoolExecutor) -> None:
+    def lead(self) -> None:
+        while not self.should_stop():
+            self._tick()
+            self.stopper.wait(self.settings.schedule_interval)
+
+    def _tick(self) -> None:
         if not self.publisher.ready:
             log.warning("the log is unreachable; deadlines wait for the next round")
             return
@@ -76,7 +78,7 @@ class Scheduler:
                 self.conn.close()
             return
         fresh = [d for d in deadlines if not self._fired_lately(d.id)]
-        appended = sum(pool.map(self._append, fresh))
+        appended = sum(self.pool.map(self._append, fresh))
         if fresh:
             log.info("appended %d of %d deadline records", appended, len(fresh))
 
