@@ -23,6 +23,7 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.routing import PathConverter
 
 from hookline.config import Settings
+from hookline.log.topology import read_log_ends
 from hookline.readside import queries
 from hookline.senders.base import Interpreter
 from hookline.senders.registry import SOURCES, interpreters
@@ -610,7 +611,7 @@ def _status_blueprint(settings: Settings, engine: Engine) -> Blueprint:
     def get_status() -> dict[str, Any]:
         """The end offset of each of the log's streams, each consumer's checkpoint and lag,
         the outbox by status."""
-        end = queries.read_log_ends(settings)
+        end = read_log_ends(settings)
         with engine.connect() as conn:
             return queries.status(conn, end)
 
