@@ -74,10 +74,10 @@ def status_command(settings: Settings, args: argparse.Namespace) -> None:
     from hookline.readside import queries
 
     check_reachable(settings)
-    end = read_log_ends(settings)
+    log_ends = read_log_ends(settings)
     engine = create_engine(settings.database_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        found = queries.status(conn, end)
+        found = queries.status(conn, log_ends)
     engine.dispose()
     print(json.dumps(found, indent=2) if args.json else render_status(found))
 
