@@ -173,3 +173,26 @@ def _reason(exc: BaseException) -> str:
 
 def _drop(*_args: Any, **_kwargs: Any) -> None:
     """Stands in for basic_reject on a peek channel."""
+
+
+from hookline.log.ends import LogEnd, LogEnds  # noqa: E402 - beside the one function using them
+
+
+def read_log_ends(settings: Settings) -> LogEnds:
+    """Each stream's end, all peeked at once over one connection (at most PEEK_SECONDS)."""
+    try:
+        connection = open_connection(settings, "status")
+    except BrokerUnreachable as exc:
+        return LogEnds(settings.stream, tuple(LogEnd(s, None, str(exc))
+                                              for s in settings.streams))
+    try:
+        found = log_end_offsets(connection, settings.streams)
+    except pika.exceptions.AMQPError as exc:
+        found = [exc] * len(settings.streams)
+    finally:
+        if connection.is_open:
+            connection.close()
+    return LogEnds(settings.stream, tuple(
+        LogEnd(stream, None, f"cannot read the stream: {end!r}"[:300])
+        if isinstance(end, Exception) else LogEnd(stream, end)
+        for stream, end in zip(settings.streams, found, strict=True)))

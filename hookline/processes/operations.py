@@ -70,13 +70,14 @@ def status_command(settings: Settings, args: argparse.Namespace) -> None:
     from sqlalchemy import create_engine
 
     from hookline.db.schema import check_reachable
+    from hookline.log.topology import read_log_ends
     from hookline.readside import queries
 
     check_reachable(settings)
-    end = queries.read_log_ends(settings)
+    log_ends = read_log_ends(settings)
     engine = create_engine(settings.database_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        found = queries.status(conn, end)
+        found = queries.status(conn, log_ends)
     engine.dispose()
     print(json.dumps(found, indent=2) if args.json else render_status(found))
 
@@ -197,7 +198,7 @@ def events_reject_command(settings: Settings, args: argparse.Namespace) -> None:
     from hookline.config import PROJECTOR, consumer_name, not_a_partition
     from hookline.db import rejections
     from hookline.db.schema import check_reachable
-    from hookline.readside import queries
+    from hookline.log.topology import read_log_ends
 
     reason = args.reason.strip()
     if refusal := not_a_partition(args.partition, settings.partitions):
@@ -205,7 +206,7 @@ def events_reject_command(settings: Settings, args: argparse.Namespace) -> None:
     if args.offset < 0 or not reason:
         sys.exit("hookline: the offset must be 0 or more and the reason must not be empty")
     check_reachable(settings)
-    (end,) = queries.read_log_ends(settings.partition(args.partition)).partitions
+    (end,) = read_log_ends(settings.partition(args.partition)).partitions
     if end.end_offset is None:
         sys.exit(f"hookline: {end.stream}: {end.error}")
     if args.offset > end.end_offset:
@@ -224,7 +225,7 @@ def events_reject_command(settings: Settings, args: argparse.Namespace) -> None:
 def events_tail_command(settings: Settings, args: argparse.Namespace) -> None:
     from hookline.config import not_a_partition
     from hookline.lifecycle import Stopper
-    from hookline.readside import queries
+    from hookline.log.topology import read_log_ends
 
     if args.partition is None:
         chosen, read = list(range(settings.partitions)), settings
@@ -233,7 +234,7 @@ def events_tail_command(settings: Settings, args: argparse.Namespace) -> None:
     else:
         chosen, read = [args.partition], settings.partition(args.partition)
     tails = []
-    for k, found in zip(chosen, queries.read_log_ends(read).partitions, strict=True):
+    for k, found in zip(chosen, read_log_ends(read).partitions, strict=True):
         if found.end_offset is None:
             sys.exit(f"hookline: {found.stream}: {found.error}")
         tails.append(_Tail(settings, k, found.end_offset, args))

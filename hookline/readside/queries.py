@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast, get_args
 
-import pika.exceptions
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -29,12 +28,12 @@ from sqlalchemy import (
     update,
 )
 
-from hookline.config import PROJECTOR, Settings, consumer_name
+from hookline.config import PROJECTOR, consumer_name
 from hookline.db.models import Booking, ConsumerOffset, EmailOutbox, Event, Transaction
 from hookline.domain.bookings import Template
 from hookline.domain.currencies import format_amount
+from hookline.log.ends import LogEnd, LogEnds
 from hookline.log.envelope import Envelope
-from hookline.log.topology import BrokerUnreachable, log_end_offsets, open_connection
 from hookline.senders.base import Interpreter
 
 log = logging.getLogger(__name__)
@@ -309,50 +308,6 @@ def retry_dead_emails(conn: Connection) -> list[int]:
         .returning(_outbox.c.id))]
     log.info("%d dead outbox rows are pending again", len(ids))
     return sorted(ids)
-
-
-@dataclass(frozen=True)
-class LogEnd:
-    """One stream of the log: its last offset (-1 when empty), or why it could not be read."""
-
-    stream: str
-    end_offset: int | None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class LogEnds:
-    """The log (HOOKLINE_STREAM) and the end of each of its streams, partition 0 first."""
-
-    stream: str
-    partitions: tuple[LogEnd, ...]
-
-    def whole(self) -> LogEnd:
-        """The log as one stream: its end with one partition, else only an error if any."""
-        if len(self.partitions) == 1:
-            return replace(self.partitions[0], stream=self.stream)
-        errors = [f"{k}: {end.error}" for k, end in enumerate(self.partitions) if end.error]
-        return LogEnd(self.stream, None, f"partition {errors[0]}" if errors else None)
-
-
-def read_log_ends(settings: Settings) -> LogEnds:
-    """Each stream's end, all peeked at once over one connection (at most PEEK_SECONDS)."""
-    try:
-        connection = open_connection(settings, "status")
-    except BrokerUnreachable as exc:
-        return LogEnds(settings.stream, tuple(LogEnd(s, None, str(exc))
-                                              for s in settings.streams))
-    try:
-        found = log_end_offsets(connection, settings.streams)
-    except pika.exceptions.AMQPError as exc:
-        found = [exc] * len(settings.streams)
-    finally:
-        if connection.is_open:
-            connection.close()
-    return LogEnds(settings.stream, tuple(
-        LogEnd(stream, None, f"cannot read the stream: {end!r}"[:300])
-        if isinstance(end, Exception) else LogEnd(stream, end)
-        for stream, end in zip(settings.streams, found, strict=True)))
 
 
 def status(conn: Connection, log: LogEnds) -> Row:

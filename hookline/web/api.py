@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import logging
-import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import orjson
@@ -16,336 +12,49 @@ import sqlalchemy
 from flask import Flask, Response, abort, request
 from flask.json.provider import JSONProvider
 from flask_smorest import Api, Blueprint
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError
 from sqlalchemy.engine import Engine
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import PathConverter
 
 from hookline.config import Settings
+from hookline.log.topology import read_log_ends
 from hookline.readside import queries
 from hookline.senders.base import Interpreter
-from hookline.senders.registry import SOURCES, interpreters
+from hookline.senders.registry import interpreters
 from hookline.web.http import (
     install_request_ids,
     json_response,
     metrics_view,
     register_error_handlers,
 )
+from hookline.web.schemas import (
+    MAX_BIGINT,
+    AmbiguousOut,
+    BookingDetail,
+    BookingFilters,
+    BookingPage,
+    Cursor,
+    EmailOut,
+    EmailPage,
+    ErrorOut,
+    EventDetail,
+    EventPage,
+    OutboxFilters,
+    StatusOut,
+    TransactionDetail,
+    TransactionFilters,
+    TransactionPage,
+    TransactionSource,
+    encode_cursor,
+    event_filters,
+    event_partition,
+)
 
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
-MAX_BIGINT = 2**63 - 1
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-# --- arguments --------------------------------------------------------------------------------
-
-
-def _storable(value: str) -> None:
-    if "\x00" in value:  # PostgreSQL text cannot hold it: no row can match
-        raise ValidationError("Must not contain a NUL character.")
-
-
-def Text(**kwargs: Any) -> fields.String:  # noqa: N802 - a field factory reads like a field
-    return fields.String(validate=[validate.Length(min=1, max=255), _storable], **kwargs)
-
-
-def OneOf(choices: Any, **kwargs: Any) -> fields.String:  # noqa: N802
-    return fields.String(validate=validate.OneOf(sorted(choices)), **kwargs)
-
-
-def Moment(**kwargs: Any) -> fields.AwareDateTime:  # noqa: N802
-    return fields.AwareDateTime(default_timezone=UTC, **kwargs)
-
-
-class Cursor(fields.Field[tuple[Any, ...]]):
-    """An opaque position in one list: urlsafe base64 of [list name, *key of the last row]."""
-
-    PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,1024}$")
-
-    def __init__(self, listing: queries.Listing, **kwargs: Any) -> None:
-        super().__init__(metadata={"description": "next_cursor of the previous page",
-                                   "pattern": self.PATTERN.pattern}, **kwargs)
-        self.listing = listing
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any,
-                     **kwargs: Any) -> tuple[Any, ...]:
-        if not isinstance(value, str) or not self.PATTERN.match(value):
-            raise ValidationError(f"Not a cursor of the {self.listing.name} list.")
-        text = value
-        try:
-            raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-            decoded = orjson.loads(raw)
-            return self._key(decoded)
-        except (ValueError, TypeError, binascii.Error):
-            raise ValidationError(f"Not a cursor of the {self.listing.name} list.") from None
-
-    def _key(self, decoded: Any) -> tuple[Any, ...]:
-        columns = self.listing.key_columns()
-        if not isinstance(decoded, list) or decoded[:1] != [self.listing.name] \
-                or len(decoded) != len(columns) + 1:
-            raise ValueError("not this list's cursor")
-        return tuple(_key_value(column, value) for column, value in zip(columns, decoded[1:],
-                                                                         strict=True))
-
-
-def _int_max(column: sqlalchemy.Column[Any]) -> int:
-    """The largest value the column holds: a bigger one would fail in PostgreSQL's cast."""
-    if isinstance(column.type, sqlalchemy.SmallInteger):
-        return 2**15 - 1
-    if isinstance(column.type, sqlalchemy.BigInteger):
-        return MAX_BIGINT
-    return 2**31 - 1
-
-
-def _key_value(column: sqlalchemy.Column[Any], value: Any) -> Any:
-    if value is None and column.nullable:
-        return None
-    kind = column.type.python_type
-    if kind is datetime and isinstance(value, str):
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            raise ValueError("a cursor's time has a zone")
-        return moment
-    if kind is int and type(value) is int and 0 <= value <= _int_max(column):
-        return value
-    if kind is str and isinstance(value, str) and "\x00" not in value:
-        return value
-    raise ValueError(f"a {column.name} of the wrong type")
-
-
-def encode_cursor(listing: queries.Listing, key: tuple[Any, ...]) -> str:
-    raw = orjson.dumps([listing.name, *key])
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-class PageArgs(Schema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-
-
-class TransactionFilters(PageArgs):
-    status = OneOf(queries.TRANSACTION_STATUSES)
-    source = OneOf(SOURCES)
-    booking_reference = Text()
-    created_after = Moment(metadata={"description": "inclusive"})
-    created_before = Moment(metadata={"description": "exclusive"})
-    flag = OneOf(queries.TRANSACTION_FLAGS)
-    cursor = Cursor(queries.TRANSACTIONS)
-
-
-class TransactionSource(Schema):
-    source = OneOf(SOURCES, metadata={"description": "the source whose transaction to show"})
-
-
-class BookingFilters(PageArgs):
-    status = OneOf(queries.BOOKING_STATUSES)
-    customer_email = Text()
-    flag = OneOf(queries.BOOKING_FLAGS)
-    created_after = Moment(metadata={"description": "inclusive"})
-    created_before = Moment(metadata={"description": "exclusive"})
-    cursor = Cursor(queries.BOOKINGS)
-
-
-def Partition(partitions: int, **kwargs: Any) -> fields.Integer:  # noqa: N802
-    return fields.Integer(validate=validate.Range(min=0, max=partitions - 1), metadata={
-        "description": f"a partition of the log, 0 to {partitions - 1} (HOOKLINE_PARTITIONS)"},
-        **kwargs)
-
-
-class EventFilters(PageArgs):
-    """With a `partition` filter added per application (its range is the log's)."""
-
-    source = OneOf([*SOURCES, "unknown"])
-    type = Text()
-    subject = Text()
-    outcome = OneOf(queries.OUTCOMES)
-    received_after = Moment(metadata={"description": "inclusive"})
-    received_before = Moment(metadata={"description": "exclusive"})
-    cursor = Cursor(queries.EVENTS)
-
-
-class OutboxFilters(PageArgs):
-    status = OneOf(queries.OUTBOX_STATUSES)
-    template = OneOf(queries.TEMPLATES)
-    cursor = Cursor(queries.OUTBOX)
-
-
-# --- responses --------------------------------------------------------------------------------
-
-
-def Amount() -> fields.String:  # noqa: N802
-    return fields.String(required=True, allow_none=True,
-                         metadata={"description": "exact decimal, the currency's places"})
-
-
-def Nullable(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:  # noqa: N802
-    return field(required=True, allow_none=True, **kwargs)
-
-
-def Always(field: type[fields.Field[Any]], **kwargs: Any) -> fields.Field[Any]:  # noqa: N802
-    return field(required=True, **kwargs)
-
-
-class ErrorOut(Schema):
-    error = fields.String(required=True)
-    detail = fields.String(required=True)
-    field_errors = fields.Dict(data_key="fields",
-                               metadata={"description": "the arguments' errors, by location"})
-
-
-class TransactionOut(Schema):
-    transaction_id = Always(fields.String)
-    source = Always(fields.String)
-    source_account = Nullable(fields.String)
-    destination_account = Nullable(fields.String)
-    provider_reference = Nullable(fields.String)
-    amount = Amount()
-    currency = Nullable(fields.String)
-    status = Always(fields.String)
-    failure_reason = Nullable(fields.String)
-    refunded_amount = Amount()
-    disputed = Always(fields.Boolean)
-    booking_reference = Nullable(fields.String)
-    created_at = Always(fields.DateTime)
-    processed_at = Always(fields.DateTime)
-    updated_at = Always(fields.DateTime)
-    last_offset = Always(fields.Integer)
-    trusted = Always(fields.Boolean, metadata={
-        "description": "false while every report of this payment came from a sender that "
-                       "could not be verified: it confirms no booking"})
-
-
-class CandidateOut(Schema):
-    transaction_id = Always(fields.String)
-    source = Always(fields.String)
-    status = Always(fields.String)
-
-
-class AmbiguousOut(ErrorOut):
-    candidates = fields.List(fields.Nested(CandidateOut), required=True)
-
-
-class EventOut(Schema):
-    offset = Always(fields.Integer, metadata={"description": "in its partition's stream"})
-    partition = Always(fields.Integer)
-    id = Always(fields.String)
-    source = Always(fields.String)
-    type = Always(fields.String)
-    subject = Always(fields.String)
-    received_at = Always(fields.DateTime)
-    projected_at = Always(fields.DateTime)
-    outcome = Always(fields.String)
-    error = Nullable(fields.String)
-
-
-class EventDetail(EventOut):
-    payload = fields.Raw(required=True, allow_none=True,
-                         metadata={"description": "the payload as received (stored as JSON)"})
-
-
-class EmailOut(Schema):
-    id = Always(fields.Integer)
-    event_id = Always(fields.String)
-    template = Always(fields.String)
-    booking_reference = Nullable(fields.String)
-    recipient = Always(fields.String)
-    subject = Nullable(fields.String)
-    status = Always(fields.String)
-    attempts = Always(fields.Integer)
-    next_attempt_at = Always(fields.DateTime)
-    last_attempt_at = Nullable(fields.DateTime)
-    last_error = Nullable(fields.String)
-    sent_at = Nullable(fields.DateTime)
-    created_at = Always(fields.DateTime)
-
-
-class BookingOut(Schema):
-    reference = Always(fields.String)
-    status = Always(fields.String)
-    customer_email = Nullable(fields.String)
-    customer_name = Nullable(fields.String)
-    destination = Nullable(fields.String)
-    travel_date = Nullable(fields.Date)
-    return_date = Nullable(fields.Date)
-    travelers = Nullable(fields.Integer)
-    total_amount = Amount()
-    currency = Nullable(fields.String)
-    created_at = Nullable(fields.DateTime)
-    expires_at = Nullable(fields.DateTime)
-    confirmed_at = Nullable(fields.DateTime)
-    cancelled_at = Nullable(fields.DateTime)
-    cancel_reason = Nullable(fields.String)
-    late_payment = Always(fields.Boolean)
-    amount_mismatch = Always(fields.Boolean)
-    updated_at = Always(fields.DateTime)
-    last_offset = Always(fields.Integer)
-
-
-class TransactionDetail(TransactionOut):
-    events = fields.List(fields.Nested(EventOut), required=True)
-
-
-class BookingDetail(BookingOut):
-    transactions = fields.List(fields.Nested(TransactionOut), required=True)
-    emails = fields.List(fields.Nested(EmailOut), required=True)
-    events = fields.List(fields.Nested(EventOut), required=True)
-
-
-def _page_schema(name: str, item: type[Schema]) -> type[Schema]:
-    return Schema.from_dict({
-        "items": fields.List(fields.Nested(item), required=True),
-        "next_cursor": fields.String(required=True, allow_none=True,
-                                     metadata={"description": "null on the last page"}),
-    }, name=name)
-
-
-TransactionPage = _page_schema("TransactionPage", TransactionOut)
-BookingPage = _page_schema("BookingPage", BookingOut)
-EventPage = _page_schema("EventPage", EventOut)
-EmailPage = _page_schema("EmailPage", EmailOut)
-
-
-class LogOut(Schema):
-    stream = Always(fields.String, metadata={"description": "HOOKLINE_STREAM"})
-    end_offset = Nullable(fields.Integer, metadata={
-        "description": "-1 when the log is empty; null when it cannot be read (see error) or "
-                       "when it has several partitions (see partitions)"})
-    error = Nullable(fields.String, metadata={"description": "why a stream cannot be read"})
-
-
-class PartitionOut(Schema):
-    partition = Always(fields.Integer)
-    stream = Always(fields.String, metadata={"description": "the partition's stream"})
-    end_offset = Nullable(fields.Integer, metadata={
-        "description": "-1 when the stream is empty, null when it cannot be read"})
-    error = Nullable(fields.String)
-    consumer = Always(fields.String, metadata={
-        "description": "the projector's checkpoint whose lag is measured against this end"})
-
-
-class ConsumerOut(Schema):
-    consumer = Always(fields.String)
-    checkpoint = Always(fields.Integer)
-    lag = Nullable(fields.Integer, metadata={
-        "description": "behind the end of its own partition's stream; null when that end "
-                       "cannot be read or the consumer is no partition's projector"})
-
-
-class OutboxStatusOut(Schema):
-    counts = Always(fields.Dict, keys=fields.String(), values=fields.Integer())
-    oldest_pending_age_seconds = Nullable(fields.Float)
-
-
-class StatusOut(Schema):
-    log = Always(fields.Nested, nested=LogOut)
-    partitions = Always(fields.List, cls_or_instance=fields.Nested(PartitionOut),
-                        metadata={"description": "each stream of the log, partition 0 first"})
-    consumers = Always(fields.List, cls_or_instance=fields.Nested(ConsumerOut))
-    outbox = Always(fields.Nested, nested=OutboxStatusOut)
-
-
-# --- the application --------------------------------------------------------------------------
 
 
 class _AnyId(PathConverter):
@@ -477,17 +186,29 @@ def _found(row: Mapping[str, Any] | None, what: str) -> Mapping[str, Any]:
     return row
 
 
-def _transactions_blueprint(engine: Engine, sources: Mapping[str, Interpreter]) -> Blueprint:
-    blp = _Blueprint("transactions", __name__, url_prefix="/v1/transactions",
-                     description="Payments and transfers")
+def _listing_blueprint(engine: Engine, listing: queries.Listing, filters: type[Schema],
+                       page: type[Schema], *, description: str, summary: str) -> Blueprint:
+    """The blueprint of /v1/<listing>, with the list itself at its root; `summary` documents
+    the list's order."""
+    blp = _Blueprint(listing.name, __name__, url_prefix=f"/v1/{listing.name}",
+                     description=description)
 
-    @blp.route("")
-    @blp.arguments(TransactionFilters, location="query")
-    @blp.response(200, TransactionPage)
-    @_errors(blp)
-    def list_transactions(args: dict[str, Any]) -> dict[str, Any]:
-        """Transactions, newest first (created_at, then transaction_id, then source)."""
-        return _page(engine, queries.TRANSACTIONS, args)
+    def list_rows(args: dict[str, Any]) -> dict[str, Any]:
+        return _page(engine, listing, args)
+
+    list_rows.__doc__ = summary  # the operation's summary in the OpenAPI document
+    view = _errors(blp)(list_rows)
+    view = blp.response(200, page)(view)
+    view = blp.arguments(filters, location="query")(view)
+    blp.route("", endpoint=f"list_{listing.name}")(view)
+    return blp
+
+
+def _transactions_blueprint(engine: Engine, sources: Mapping[str, Interpreter]) -> Blueprint:
+    blp = _listing_blueprint(
+        engine, queries.TRANSACTIONS, TransactionFilters, TransactionPage,
+        description="Payments and transfers",
+        summary="Transactions, newest first (created_at, then transaction_id, then source).")
 
     # an id may hold any character a source allows, "/" (or %2F) included, even first
     @blp.route("/<id:transaction_id>", merge_slashes=False)
@@ -513,16 +234,11 @@ def _transactions_blueprint(engine: Engine, sources: Mapping[str, Interpreter]) 
 
 
 def _bookings_blueprint(engine: Engine) -> Blueprint:
-    blp = _Blueprint("bookings", __name__, url_prefix="/v1/bookings",
-                     description="Bookings, their payments and emails")
-
-    @blp.route("")
-    @blp.arguments(BookingFilters, location="query")
-    @blp.response(200, BookingPage)
-    @_errors(blp)
-    def list_bookings(args: dict[str, Any]) -> dict[str, Any]:
-        """Bookings, newest first (created_at, a booking not yet created first, reference)."""
-        return _page(engine, queries.BOOKINGS, args)
+    blp = _listing_blueprint(
+        engine, queries.BOOKINGS, BookingFilters, BookingPage,
+        description="Bookings, their payments and emails",
+        summary="Bookings, newest first (created_at, a booking not yet created first, "
+                "reference).")
 
     @blp.route("/<reference>")
     @blp.response(200, BookingDetail)
@@ -539,22 +255,13 @@ def _bookings_blueprint(engine: Engine) -> Blueprint:
 
 
 def _events_blueprint(engine: Engine, partitions: int) -> Blueprint:
-    blp = _Blueprint("events", __name__, url_prefix="/v1/events",
-                     description="The log as projected: one row per offset of each partition")
-    filters = type("EventFilters", (EventFilters,), {"partition": Partition(partitions)})
-    where = Schema.from_dict({"partition": Partition(partitions, load_default=0)},
-                             name="EventPartition")
-
-    @blp.route("")
-    @blp.arguments(filters, location="query")
-    @blp.response(200, EventPage)
-    @_errors(blp)
-    def list_events(args: dict[str, Any]) -> dict[str, Any]:
-        """Records, newest offset first, then the highest partition."""
-        return _page(engine, queries.EVENTS, args)
+    blp = _listing_blueprint(
+        engine, queries.EVENTS, event_filters(partitions), EventPage,
+        description="The log as projected: one row per offset of each partition",
+        summary="Records, newest offset first, then the highest partition.")
 
     @blp.route(f"/<int(max={MAX_BIGINT}):offset>")
-    @blp.arguments(where, location="query")
+    @blp.arguments(event_partition(partitions), location="query")
     @blp.response(200, EventDetail)
     @_errors(blp, 404)
     def get_event(args: dict[str, Any], offset: int) -> Mapping[str, Any]:
@@ -573,16 +280,9 @@ def _events_blueprint(engine: Engine, partitions: int) -> Blueprint:
 
 
 def _outbox_blueprint(engine: Engine) -> Blueprint:
-    blp = _Blueprint("outbox", __name__, url_prefix="/v1/outbox",
-                     description="Emails owed to customers")
-
-    @blp.route("")
-    @blp.arguments(OutboxFilters, location="query")
-    @blp.response(200, EmailPage)
-    @_errors(blp)
-    def list_outbox(args: dict[str, Any]) -> dict[str, Any]:
-        """Emails, newest first."""
-        return _page(engine, queries.OUTBOX, args)
+    blp = _listing_blueprint(engine, queries.OUTBOX, OutboxFilters, EmailPage,
+                             description="Emails owed to customers",
+                             summary="Emails, newest first.")
 
     @blp.route(f"/<int(max={MAX_BIGINT}):email_id>/retry", methods=["POST"])
     @blp.response(200, EmailOut)
@@ -610,9 +310,9 @@ def _status_blueprint(settings: Settings, engine: Engine) -> Blueprint:
     def get_status() -> dict[str, Any]:
         """The end offset of each of the log's streams, each consumer's checkpoint and lag,
         the outbox by status."""
-        end = queries.read_log_ends(settings)
+        log_ends = read_log_ends(settings)  # before the database, which waits for no broker
         with engine.connect() as conn:
-            return queries.status(conn, end)
+            return queries.status(conn, log_ends)
 
     return blp
 
