@@ -32,7 +32,6 @@ from hookline.senders.base import Interpreter
 log = logging.getLogger(__name__)
 
 
-
 class CheckpointMoved(Exception):
     """Another projector advanced the checkpoint: this one must stop."""
 
@@ -240,12 +239,12 @@ def _interpret(envelopes: Iterable[tuple[int, Envelope | None]], seen: set[str],
             rows.append(_Row(offset, envelope, "rejected", refusal))
             continue
         try:
-            events = _events_of(envelope, interpreters)
+            meant = _events_of(envelope, interpreters)
         except Rejected as exc:
             rows.append(_Row(offset, envelope, "rejected", str(exc)))
             continue
-        rows.append(_Row(offset, envelope, "applied" if events else "ignored"))
-        effects.extend((offset, envelope.source, event) for event in events)
+        rows.append(_Row(offset, envelope, "applied" if meant else "ignored"))
+        effects.extend((offset, envelope.source, event) for event in meant)
     return rows, effects
 
 
@@ -295,7 +294,7 @@ def _apply_transactions(conn: psycopg.Connection[Any],
                 for key in _rows_of(source, event, states, trial):
                     before = trial.get(key) or states.get(key)
                     new = payments.apply(before, event, key[1], offset, now,
-                                             offset not in untrusted)
+                                         offset not in untrusted)
                     if new is not None:
                         trial[key] = new
                         steps.append(PaymentChange(offset, before, new))
