@@ -28,7 +28,7 @@ from bench.common import (
     wait_http,
 )
 from hookline.config import Settings
-from hookline.mail.outbox import Email, enqueue
+from hookline.db.outbox import Email, enqueue
 
 
 class Sink:

@@ -1,8 +1,8 @@
 """The bookings a batch touches: loaded with their payments in bulk, advanced, written back.
 
 A few statements per batch, never one per record: the bookings whose reference any booking
-event or changed transaction names, every transaction with those references, one upsert and
-one outbox insert.
+event or changed transaction names, every transaction with those references, one upsert. The
+notices (emails owed) are returned, for the caller to enqueue in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,36 +16,33 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hookline.db import bulk
+from hookline.db import bulk, transactions
 from hookline.domain.bookings import BookingState, Ledger, Notice, PaymentChange, payment_key
 from hookline.domain.events import BookingEvent, DomainEvent
 from hookline.domain.transactions import TransactionState
 from hookline.log.envelope import Envelope
-from hookline.mail.outbox import compose, enqueue
 
 _COLUMNS = [f.name for f in fields(BookingState)]
 _ROW = attrgetter(*_COLUMNS)
 _BOOKING_LIST = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
 _SELECT_BOOKINGS = sql.SQL("SELECT {} FROM bookings WHERE reference = ANY(%s)").format(
     _BOOKING_LIST)
-_SELECT_PAYMENTS = sql.SQL("SELECT {} FROM transactions WHERE booking_reference = ANY(%s)"
-                           ).format(sql.SQL(", ").join(
-                               sql.Identifier(f.name) for f in fields(TransactionState)))
 
 
 def project_bookings(conn: psycopg.Connection[Any], effects: Sequence[tuple[int, str, DomainEvent]],
                      changes: Sequence[PaymentChange], envelopes: Mapping[int, Envelope],
-                     now: datetime, ttl: timedelta) -> None:
-    """Apply the batch's booking events and payment changes in log order; enqueue emails."""
+                     now: datetime, ttl: timedelta) -> list[Notice]:
+    """Apply the batch's booking events and payment changes in log order; the notices they
+    call for, in that order."""
     events = [(o, e) for o, _, e in effects if isinstance(e, BookingEvent)]
     named = {e.reference for _, e in events}
     paid = {c.after.booking_reference for c in changes if c.after.booking_reference}
     if not named and not paid:
-        return
+        return []
     bookings = _load_bookings(conn, named | paid)
     involved = named | bookings.keys()
     if not involved:  # payments for bookings not created yet: joined when they are
-        return
+        return []
     ledger = Ledger(bookings, _load_payments(conn, involved, changes), ttl, now)
     notices: list[Notice] = []
     steps = sorted([*events, *((c.offset, c) for c in changes)], key=lambda step: step[0])
@@ -57,7 +54,7 @@ def project_bookings(conn: psycopg.Connection[Any], effects: Sequence[tuple[int,
             notices += ledger.on_booking(step, offset, at)
     if ledger.changed:
         bulk.upsert(conn, "bookings", _COLUMNS, ["reference"], map(_ROW, ledger.changed.values()))
-    enqueue(conn, [compose(n, envelopes[n.offset].id) for n in notices], now)
+    return notices
 
 
 def _load_bookings(conn: psycopg.Connection[Any],
@@ -70,11 +67,10 @@ def _load_payments(conn: psycopg.Connection[Any], references: set[str],
                    changes: Sequence[PaymentChange],
                    ) -> dict[str, dict[tuple[str, str], TransactionState]]:
     """Each booking's transactions as they were before this batch (the batch replays after)."""
-    cursor = conn.execute(_SELECT_PAYMENTS, (list(references),))
     rewound: dict[tuple[str, str], TransactionState | None] = {}
     for change in changes:
         rewound.setdefault(payment_key(change.after), change.before)
-    current = [TransactionState(*row) for row in cursor]
+    current = transactions.of_bookings(conn, references)
     earlier = [s for s in rewound.values() if s is not None]
     payments: dict[str, dict[tuple[str, str], TransactionState]] = {}
     for state in [*(s for s in current if payment_key(s) not in rewound), *earlier]:

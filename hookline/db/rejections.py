@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from hookline.db import checkpoints, events
 from hookline.db.locks import lock_key
 
 
@@ -26,9 +27,7 @@ def add(conn: psycopg.Connection[Any], consumer: str, partition: int, offset: in
     """Record the rejection of a record not yet projected; whether one was already there."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (rejections_lock(consumer),))
-        row = conn.execute("SELECT last_offset FROM consumer_offsets WHERE consumer = %s",
-                           (consumer,)).fetchone()
-        checkpoint = -1 if row is None else int(row[0])
+        checkpoint = checkpoints.load(conn, consumer)
         if offset <= checkpoint:
             raise AlreadyProjected(_projected(conn, partition, offset, checkpoint))
         replaced = conn.execute(
@@ -41,9 +40,7 @@ def add(conn: psycopg.Connection[Any], consumer: str, partition: int, offset: in
 
 def _projected(conn: psycopg.Connection[Any], partition: int, offset: int,
                checkpoint: int) -> str:
-    row = conn.execute('SELECT outcome FROM events WHERE "partition" = %s AND "offset" = %s',
-                       (partition, offset)).fetchone()
-    what = row[0] if row else "it holds no record"
+    what = events.outcome(conn, partition, offset) or "it holds no record"
     return (f"offset {offset} of partition {partition} is already projected ({what}; the "
             f"checkpoint is at {checkpoint}): a rejection now would change nothing; to undo "
             "its effects, fix the cause and rebuild")

@@ -30,14 +30,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg
 from jinja2 import TemplateError
 from prometheus_client import Counter, Gauge
-from psycopg.rows import class_row
 from tenacity import (
     RetryCallState,
     wait_exponential_jitter,
 )
 
 from hookline.config import Settings
+from hookline.db import outbox
 from hookline.db.connection import Database
+from hookline.db.outbox import Outgoing
 from hookline.mail.outbox import Rendered, render
 
 log = logging.getLogger(__name__)
@@ -52,40 +53,6 @@ OUTBOX_PENDING = Gauge("hookline_outbox_pending", "Outbox rows not yet sent and 
 OUTBOX_DEAD = Gauge("hookline_outbox_dead", "Outbox rows given up after the last attempt.")
 OUTBOX_OLDEST_PENDING = Gauge("hookline_outbox_oldest_pending_seconds",
                               "Age of the oldest outbox row not yet sent and not dead.")
-
-_CLAIM = (
-    "SELECT id, template, recipient, context, attempts "
-    "FROM email_outbox WHERE status IN ('pending', 'failed') AND next_attempt_at <= now() "
-    "ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
-)
-_SENT = (
-    "UPDATE email_outbox SET status = 'sent', attempts = attempts + 1, last_error = NULL, "
-    "sent_at = clock_timestamp(), last_attempt_at = clock_timestamp(), "
-    "subject = %s, body_text = %s, body_html = %s WHERE id = %s"
-)
-_FAILED = (
-    "UPDATE email_outbox SET status = %s, attempts = %s, last_error = %s, "
-    "last_attempt_at = clock_timestamp(), "
-    "next_attempt_at = clock_timestamp() + make_interval(secs => %s) WHERE id = %s"
-)
-_DEPTH = (
-    "SELECT count(*) FILTER (WHERE status IN ('pending', 'failed')), "
-    "count(*) FILTER (WHERE status = 'dead'), "
-    "min(next_attempt_at) FILTER (WHERE status IN ('pending', 'failed')) - now(), "
-    "coalesce(extract(epoch FROM now() - min(created_at) "
-    "FILTER (WHERE status IN ('pending', 'failed'))), 0) "
-    "FROM email_outbox WHERE status <> 'sent'"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    id: int
-    template: str
-    recipient: str
-    context: dict[str, Any]
-    attempts: int
-
 
 @dataclass(frozen=True, slots=True)
 class SmtpServer:
@@ -184,8 +151,8 @@ class Mailer:
         """Claim a few due rows, send them, record each result; commit once."""
         session = _Session(self.server)
         try:
-            with conn.transaction(), conn.cursor(row_factory=class_row(Outgoing)) as cursor:
-                rows = cursor.execute(_CLAIM, (BATCH,)).fetchall()
+            with conn.transaction():
+                rows = outbox.claim(conn, BATCH)
                 for row in rows:
                     self._deliver(conn, session, row)
             self._unrecorded.clear()  # committed: every send is on record
@@ -206,7 +173,7 @@ class Mailer:
             EMAILS.labels(row.template, "sent").inc()
             log.info("sent outbox id=%d template=%s attempt=%d", row.id, row.template,
                      row.attempts + 1)
-        conn.execute(_SENT, (rendered.subject, rendered.text, rendered.html, row.id))
+        outbox.mark_sent(conn, row.id, rendered.subject, rendered.text, rendered.html)
 
     def _failed(self, conn: psycopg.Connection[Any], row: Outgoing, exc: Exception) -> None:
         attempts, error = row.attempts + 1, _describe(exc)
@@ -218,7 +185,7 @@ class Mailer:
             status, delay = "failed", self.backoff(_attempt(attempts))
             log.warning("outbox id=%d template=%s attempt %d failed (%s); retrying in %.1f s",
                         row.id, row.template, attempts, error, delay)
-        conn.execute(_FAILED, (status, attempts, error, delay, row.id))
+        outbox.mark_failed(conn, row.id, status, attempts, error, delay)
         EMAILS.labels(row.template, status).inc()
 
     def _message(self, row: Outgoing, rendered: Rendered) -> EmailMessage:
@@ -235,14 +202,12 @@ class Mailer:
 
     def _gauges(self, conn: psycopg.Connection[Any]) -> float:
         """Refresh the depth gauges; seconds until the next row falls due (1 when none)."""
-        row = conn.execute(_DEPTH).fetchone()
-        assert row is not None
-        pending, dead, due_in, oldest = row
-        OUTBOX_PENDING.set(pending)
-        OUTBOX_DEAD.set(dead)
-        OUTBOX_OLDEST_PENDING.set(float(oldest))
+        depth = outbox.depth(conn)
+        OUTBOX_PENDING.set(depth.owed)
+        OUTBOX_DEAD.set(depth.dead)
+        OUTBOX_OLDEST_PENDING.set(depth.oldest_owed_seconds or 0.0)
         self._gauges_at = time.monotonic()
-        return 1.0 if due_in is None else float(due_in.total_seconds())
+        return 1.0 if depth.next_due_seconds is None else depth.next_due_seconds
 
 
 @functools.cache

@@ -1,35 +1,20 @@
-"""The email outbox: what to tell the customer, written with the projection, rendered at send."""
+"""The emails a customer is owed: composed from a notice when projected, rendered at send.
+
+The rows themselves are hookline.db.outbox's."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-import psycopg
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
-from hookline.db import bulk
+from hookline.db.outbox import Email
 from hookline.domain.bookings import BookingState, Notice
 from hookline.domain.currencies import format_amount
 from hookline.domain.transactions import TransactionState
-
-_COLUMNS = ("event_id", "template", "booking_reference", "recipient", "context",
-            "next_attempt_at", "created_at")
-
-
-@dataclass(frozen=True, slots=True)
-class Email:
-    """One outbox row: the record it answers (`event_id`), the template and what fills it."""
-
-    event_id: str
-    template: str
-    booking_reference: str
-    recipient: str
-    context: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +58,6 @@ def render(template: str, context: dict[str, Any]) -> Rendered:
 @functools.cache
 def _template(name: str) -> Template:
     return _environment().get_template(name)
-
-
-def enqueue(conn: psycopg.Connection[Any], emails: Sequence[Email], now: datetime) -> None:
-    """Add rows due now; a record projected again never adds a second row."""
-    if not emails:
-        return
-    bulk.upsert(conn, "email_outbox", _COLUMNS, ["event_id", "template"], [
-        (e.event_id, e.template, e.booking_reference, e.recipient,
-         orjson.dumps(e.context).decode(), now, now) for e in emails], update=False)
 
 
 def _booking_view(booking: BookingState) -> dict[str, Any]:

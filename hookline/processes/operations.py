@@ -170,25 +170,22 @@ def _upto(report: Report) -> str:
 
 
 def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
-    from sqlalchemy import create_engine
+    import psycopg
 
+    from hookline.db import outbox
     from hookline.db.schema import check_reachable
-    from hookline.readside import queries
 
     check_reachable(settings)
-    engine = create_engine(settings.database_url, isolation_level="AUTOCOMMIT")
     try:
-        with engine.connect() as conn:
+        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
             if args.all_dead:
-                ids = queries.retry_dead_emails(conn)
+                ids = outbox.retry_dead(conn)
                 print(f"{len(ids)} dead emails are pending again"
                       + (f": {', '.join(map(str, ids))}" if ids else ""))
                 return
-            row = queries.retry_email(conn, args.id)
-    except (queries.EmailMissing, queries.NotRetryable) as exc:
+            row = outbox.retry(conn, args.id)
+    except (outbox.EmailMissing, outbox.NotRetryable) as exc:
         sys.exit(f"hookline: {exc.args[0]}")
-    finally:
-        engine.dispose()
     print(f"email {row['id']} ({row['template']} to {row['recipient']}) is pending again")
 
 

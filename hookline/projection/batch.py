@@ -6,34 +6,30 @@ import logging
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from hookline.db import bulk
+from hookline.db import checkpoints, events, outbox, transactions
 from hookline.db.bookings import project_bookings
 from hookline.db.locks import Row, lock_rows
 from hookline.db.rejections import rejections_lock
-from hookline.domain import transactions
+from hookline.db.transactions import TxKey
+from hookline.domain import transactions as payments
 from hookline.domain.bookings import PaymentChange
 from hookline.domain.events import DomainEvent, PaymentEvent, PaymentTimedOut, Rejected
 from hookline.domain.transactions import Refused, TransactionState
 from hookline.log.envelope import Envelope, decode
 from hookline.log.reader import Record
+from hookline.mail.outbox import compose
 from hookline.senders.base import Interpreter
 
 log = logging.getLogger(__name__)
-
-TxKey = tuple[str, str]  # a transaction row's key: (transaction_id, source)
-_TX_COLUMNS = [f.name for f in fields(TransactionState)]
-_TX_ROW = attrgetter(*_TX_COLUMNS)  # dataclasses.astuple deep-copies every value: far slower
-_EVENT_COLUMNS = ("offset", "partition", "id", "source", "type", "subject", "received_at",
-                  "projected_at", "outcome", "error", "payload")
 
 
 class CheckpointMoved(Exception):
@@ -51,16 +47,10 @@ class _Row:
 
 
 def load_checkpoint(conn: psycopg.Connection[Any], consumer: str) -> int:
-    checkpoint = load_checkpoint_in(conn, consumer)
+    """The committed checkpoint (-1 before the first commit); ends the read's transaction."""
+    checkpoint = checkpoints.load(conn, consumer)
     conn.commit()
     return checkpoint
-
-
-def load_checkpoint_in(conn: psycopg.Connection[Any], consumer: str) -> int:
-    """The checkpoint as the current transaction sees it (-1 before the first commit)."""
-    row = conn.execute("SELECT last_offset FROM consumer_offsets WHERE consumer = %s",
-                       (consumer,)).fetchone()
-    return -1 if row is None else int(row[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +92,7 @@ def project_batch(conn: psycopg.Connection[Any], consumer: str, records: Sequenc
                     records[-1].offset, partition.index, failure_kind(exc))
     with conn.transaction():
         rejections = _begin(conn, consumer, records, partition)
-        if load_checkpoint_in(conn, consumer) != expected:
+        if checkpoints.load(conn, consumer) != expected:
             raise CheckpointMoved(f"checkpoint of {consumer!r} is no longer {expected}")
         outcomes = _project_isolating(conn, records, rejections, step)
         _advance(conn, consumer, expected, records[-1].offset)
@@ -139,7 +129,7 @@ def _project(conn: psycopg.Connection[Any], records: Sequence[Record],
     """Write what the records mean and their events rows; no checkpoint, no commit."""
     partition = step.partition
     envelopes = [_decode(record) for record in records]
-    seen = _already_projected(conn, [e.id for _, e in envelopes if e is not None])
+    seen = events.already_projected(conn, [e.id for _, e in envelopes if e is not None])
     rows, effects = _interpret(envelopes, seen, step.interpreters, rejections)
     locked = lock_rows(conn, _named_rows(effects), set()) if partition.shared else set()
     untrusted = {row.offset for row in rows if row.envelope and not row.envelope.trusted}
@@ -150,9 +140,9 @@ def _project(conn: psycopg.Connection[Any], records: Sequence[Record],
     if partition.shared:  # bookings their stored payments name, known only now
         lock_rows(conn, {("booking", c.after.booking_reference) for c in changes
                          if c.after.booking_reference}, locked)
-    project_bookings(conn, effects, changes,
-                     {row.offset: row.envelope for row in rows if row.envelope is not None},
-                     step.now, step.booking_ttl)
+    read = {row.offset: row.envelope for row in rows if row.envelope is not None}
+    notices = project_bookings(conn, effects, changes, read, step.now, step.booking_ttl)
+    outbox.enqueue(conn, [compose(n, read[n.offset].id) for n in notices], step.now)
     _insert_events(conn, rows, step.now, partition.index)
     return rows
 
@@ -230,12 +220,6 @@ def _decode(record: Record) -> tuple[int, Envelope | None]:
         return record.offset, None
 
 
-def _already_projected(conn: psycopg.Connection[Any], ids: list[str]) -> set[str]:
-    cursor = conn.execute(
-        "SELECT id FROM events WHERE id = ANY(%s) AND outcome <> 'duplicate'", (ids,))
-    return {row[0] for row in cursor}
-
-
 def _interpret(envelopes: Iterable[tuple[int, Envelope | None]], seen: set[str],
                interpreters: Mapping[str, Interpreter], rejections: Mapping[int, str],
                ) -> tuple[list[_Row], list[tuple[int, str, DomainEvent]]]:
@@ -255,12 +239,12 @@ def _interpret(envelopes: Iterable[tuple[int, Envelope | None]], seen: set[str],
             rows.append(_Row(offset, envelope, "rejected", refusal))
             continue
         try:
-            events = _events_of(envelope, interpreters)
+            meant = _events_of(envelope, interpreters)
         except Rejected as exc:
             rows.append(_Row(offset, envelope, "rejected", str(exc)))
             continue
-        rows.append(_Row(offset, envelope, "applied" if events else "ignored"))
-        effects.extend((offset, envelope.source, event) for event in events)
+        rows.append(_Row(offset, envelope, "applied" if meant else "ignored"))
+        effects.extend((offset, envelope.source, event) for event in meant)
     return rows, effects
 
 
@@ -298,7 +282,7 @@ def _apply_transactions(conn: psycopg.Connection[Any],
     payment_effects = [(o, s, e) for o, s, e in effects if isinstance(e, PaymentEvent)]
     if not payment_effects:
         return [], {}
-    states = _load_transactions(conn, {e.transaction_id for _, _, e in payment_effects})
+    states = transactions.with_ids(conn, {e.transaction_id for _, _, e in payment_effects})
     changed: dict[TxKey, TransactionState] = {}
     timeline: list[PaymentChange] = []  # every step, for the bookings joined in log order
     refused: dict[int, Refused] = {}
@@ -309,8 +293,8 @@ def _apply_transactions(conn: psycopg.Connection[Any],
             for _, source, event in group:
                 for key in _rows_of(source, event, states, trial):
                     before = trial.get(key) or states.get(key)
-                    new = transactions.apply(before, event, key[1], offset, now,
-                                             offset not in untrusted)
+                    new = payments.apply(before, event, key[1], offset, now,
+                                         offset not in untrusted)
                     if new is not None:
                         trial[key] = new
                         steps.append(PaymentChange(offset, before, new))
@@ -320,8 +304,7 @@ def _apply_transactions(conn: psycopg.Connection[Any],
         states.update(trial)
         changed.update(trial)
         timeline += steps
-    bulk.upsert(conn, "transactions", _TX_COLUMNS, ["transaction_id", "source"],
-                map(_TX_ROW, changed.values()))
+    transactions.upsert(conn, changed.values())
     return timeline, refused
 
 
@@ -336,22 +319,9 @@ def _rows_of(source: str, event: PaymentEvent,
     return sorted({key for rows in known for key in rows if key[0] == event.transaction_id})
 
 
-def _load_transactions(conn: psycopg.Connection[Any],
-                       ids: set[str]) -> dict[TxKey, TransactionState]:
-    """Every row with one of the ids, whatever its source: one key range each."""
-    cursor = conn.execute(
-        f"SELECT {', '.join(_TX_COLUMNS)} FROM transactions "
-        "WHERE transaction_id = ANY(%s)",
-        (list(ids),))
-    return {(row[0], row[1]): TransactionState(*row) for row in cursor}
-
-
 def _insert_events(conn: psycopg.Connection[Any], rows: list[_Row], now: datetime,
                    partition: int) -> None:
-    columns = ", ".join(f'"{c}"' for c in _EVENT_COLUMNS)
-    with conn.cursor() as cursor, cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(_event_row(row, now, partition))
+    events.insert(conn, (_event_row(row, now, partition) for row in rows))
 
 
 def _event_row(row: _Row, now: datetime, partition: int) -> tuple[Any, ...]:
@@ -366,13 +336,5 @@ def _event_row(row: _Row, now: datetime, partition: int) -> tuple[Any, ...]:
 
 
 def _advance(conn: psycopg.Connection[Any], consumer: str, expected: int, last: int) -> None:
-    if expected < 0:
-        cursor = conn.execute(
-            "INSERT INTO consumer_offsets (consumer, last_offset) VALUES (%s, %s) "
-            "ON CONFLICT (consumer) DO NOTHING", (consumer, last))
-    else:
-        cursor = conn.execute(
-            "UPDATE consumer_offsets SET last_offset = %s "
-            "WHERE consumer = %s AND last_offset = %s", (last, consumer, expected))
-    if cursor.rowcount != 1:
+    if not checkpoints.advance(conn, consumer, expected, last):
         raise CheckpointMoved(f"checkpoint of {consumer!r} is no longer {expected}")

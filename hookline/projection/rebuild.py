@@ -48,6 +48,7 @@ from tenacity import (
 )
 
 from hookline.config import PROJECTOR, Settings, consumer_name
+from hookline.db import checkpoints, outbox
 from hookline.db.locks import lock_key
 from hookline.db.schema import alembic_config
 from hookline.lifecycle import Stopper
@@ -253,10 +254,8 @@ class Rebuild:
 
     def _live_checkpoints(self, control: psycopg.Connection[Any]) -> list[int]:
         """Each partition's live checkpoint, partition 0 first (-1 before its first commit)."""
-        found = dict(control.execute(sql.SQL(
-            "SELECT consumer, last_offset FROM {} WHERE consumer = ANY(%s)").format(
-                sql.Identifier(LIVE, "consumer_offsets")), ([f.live for f in self.feeds],)))
-        return [int(found.get(feed.live, -1)) for feed in self.feeds]
+        found = checkpoints.of(control, [f.live for f in self.feeds], LIVE)
+        return [found.get(feed.live, -1) for feed in self.feeds]
 
     def _locked(self, finish: Any, work: psycopg.Connection[Any],
                 control: psycopg.Connection[Any]) -> Report:
@@ -434,18 +433,9 @@ def _example(kind: str, key: Sequence[str], fresh: dict[str, Any] | None,
 
 def _outbox_diff(control: psycopg.Connection[Any]) -> TableDiff:
     """Emails the replay owes that the outbox lacks, and rows it would not have written."""
-    rows = control.execute(sql.SQL(
-        "SELECT count(*) FILTER (WHERE l.id IS NULL), count(*) FILTER (WHERE r.id IS NULL), "
-        "(array_agg(r.event_id || ' ' || r.template ORDER BY r.id) FILTER (WHERE l.id IS NULL)"
-        ")[1:{n}] "
-        "FROM {fresh} AS r FULL JOIN {live} AS l "
-        "ON r.event_id = l.event_id AND r.template = l.template").format(
-            fresh=sql.Identifier(SCHEMA, "email_outbox"),
-            live=sql.Identifier(LIVE, "email_outbox"), n=sql.Literal(EXAMPLES))).fetchone()
-    assert rows is not None
-    owed, unknown, examples = rows
+    owed, unknown, examples = outbox.compare(control, SCHEMA, LIVE, EXAMPLES)
     return TableDiff("email_outbox", added=owed, removed=unknown,
-                     examples=[f"owed {e} (a rebuild adds no email)" for e in examples or []])
+                     examples=[f"owed {e} (a rebuild adds no email)" for e in examples])
 
 
 @contextmanager

@@ -36,6 +36,7 @@ import psycopg
 from psycopg import sql
 
 from hookline.config import MAX_PARTITIONS, PROJECTOR, Settings, consumer_name, partition_of
+from hookline.db import checkpoints
 from hookline.db.locks import lock_key
 from hookline.db.schema import check_reachable
 from hookline.lifecycle import Stopper
@@ -166,10 +167,9 @@ def _check_ready(control: psycopg.Connection[Any], connection: pika.BlockingConn
 
 
 def _check_not_moved(control: psycopg.Connection[Any]) -> None:
-    row = control.execute("SELECT consumer FROM consumer_offsets WHERE consumer LIKE %s "
-                          "ORDER BY consumer LIMIT 1", (f"{PROJECTOR}.%",)).fetchone()
-    if row is not None:
-        raise Refused(f"the log is in partitions already: checkpoint {row[0]!r} exists")
+    moved = checkpoints.first_named(control, f"{PROJECTOR}.")
+    if moved is not None:
+        raise Refused(f"the log is in partitions already: checkpoint {moved!r} exists")
     try:
         partition = _scalar(control, 'SELECT min("partition") FROM events WHERE "partition" <> 0')
     except psycopg.errors.UndefinedColumn:
@@ -420,16 +420,12 @@ def _move_checkpoints(control: psycopg.Connection[Any], targets: Sequence[Target
                       end: int) -> None:
     """`projector.K` at the last record copied into K; none for an empty partition, which its
     projector reads from the start, as it does when no checkpoint exists."""
-    gone = control.execute("DELETE FROM consumer_offsets WHERE consumer = %s AND "
-                           "last_offset = %s", (PROJECTOR, end)).rowcount
+    gone = checkpoints.remove(control, PROJECTOR, end)
     if gone != (1 if end >= 0 else 0):
         raise Stopped(f"the projector's checkpoint left offset {end} during the copy: nothing "
                       "was changed")
-    with control.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO consumer_offsets (consumer, last_offset) VALUES (%s, %s)",
-            [(consumer_name(PROJECTOR, k, len(targets)), target.new_offsets[-1])
-             for k, target in enumerate(targets) if target.new_offsets])
+    checkpoints.add(control, [(consumer_name(PROJECTOR, k, len(targets)), target.new_offsets[-1])
+                              for k, target in enumerate(targets) if target.new_offsets])
 
 
 def _scalar(control: psycopg.Connection[Any], query: LiteralString, *params: Any) -> Any:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast, get_args
 
+import psycopg
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -21,15 +22,16 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
-    func,
     literal_column,
     select,
     tuple_,
-    update,
 )
 
 from hookline.config import PROJECTOR, consumer_name
-from hookline.db.models import Booking, ConsumerOffset, EmailOutbox, Event, Transaction
+from hookline.db import checkpoints, outbox
+from hookline.db.models import Booking, EmailOutbox, Event, Transaction
+from hookline.db.outbox import EmailMissing as EmailMissing  # what retry_email raises
+from hookline.db.outbox import NotRetryable as NotRetryable
 from hookline.domain.bookings import Template
 from hookline.domain.currencies import format_amount
 from hookline.log.ends import LogEnd, LogEnds
@@ -42,15 +44,13 @@ _transactions = cast(Table, Transaction.__table__)
 _bookings = cast(Table, Booking.__table__)
 _events = cast(Table, Event.__table__)
 _outbox = cast(Table, EmailOutbox.__table__)
-_offsets = cast(Table, ConsumerOffset.__table__)
 
 TRANSACTION_STATUSES = ("pending", "succeeded", "failed", "refunded", "partially_refunded",
                         "timed_out")
 BOOKING_STATUSES = ("pending", "confirmed", "cancelled", "expired", "refunded")
 OUTCOMES = ("applied", "duplicate", "ignored", "rejected")
-OUTBOX_STATUSES = ("pending", "sent", "failed", "dead")
+OUTBOX_STATUSES = outbox.STATUSES
 TEMPLATES: tuple[str, ...] = get_args(Template)
-RETRYABLE = ("dead", "failed")
 TRAIL_LIMIT = 500  # the most recent records of a trail; the rest are in GET /v1/events
 
 # constant predicates, so that the partial indexes of migration 0004 match them
@@ -65,19 +65,6 @@ BOOKING_FLAGS: dict[str, ColumnElement[bool]] = {
 
 Filter = Callable[[Any], ColumnElement[bool]]
 Row = dict[str, Any]
-
-
-class EmailMissing(LookupError):
-    """No outbox row has this id."""
-
-
-class NotRetryable(Exception):
-    """Only a dead or failed email can be retried; this one is in another state."""
-
-    def __init__(self, email_id: int, status: str) -> None:
-        super().__init__(f"email {email_id} is {status}: only a dead or failed email can be "
-                         "retried")
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -156,7 +143,7 @@ EVENTS = Listing("events", _events, ("offset", "partition"), {
 OUTBOX = Listing("outbox", _outbox, ("id",), {
     "status": lambda v: _outbox.c.status == v,
     "template": lambda v: _outbox.c.template == v,
-}, omit=("context", "body_text", "body_html"))
+}, omit=outbox.LARGE)
 LISTINGS = {listing.name: listing for listing in (TRANSACTIONS, BOOKINGS, EVENTS, OUTBOX)}
 
 
@@ -264,9 +251,7 @@ def booking(conn: Connection, reference: str) -> Row | None:
         select(_transactions).where(_transactions.c.booking_reference == reference)
         .order_by(_transactions.c.created_at, _transactions.c.transaction_id,
                   _transactions.c.source)).mappings()]
-    found["emails"] = [dict(r) for r in conn.execute(
-        select(*_outbox_columns()).where(_outbox.c.booking_reference == reference)
-        .order_by(_outbox.c.id)).mappings()]
+    found["emails"] = outbox.of_booking(_driver(conn), reference)
     subjects = [reference, *{t["transaction_id"] for t in found["transactions"]}]
     found["events"] = _trail(conn, subjects)
     return found
@@ -281,33 +266,15 @@ def event(conn: Connection, offset: int, partition: int = 0) -> Row | None:
     return None if row is None else dict(row)
 
 
-def _outbox_columns() -> list[Column[Any]]:
-    return [c for c in _outbox.c if c.name not in OUTBOX.omit]
+def _driver(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under `conn`, in its transaction: the outbox and the checkpoints
+    are hookline.db's, written in psycopg's SQL."""
+    return cast(psycopg.Connection[Any], conn.connection.driver_connection)
 
 
 def retry_email(conn: Connection, email_id: int) -> Row:
     """A dead or failed email becomes pending, due now, with its attempts counted anew."""
-    row = conn.execute(
-        update(_outbox).where(_outbox.c.id == email_id, _outbox.c.status.in_(RETRYABLE))
-        .values(status="pending", attempts=0, next_attempt_at=func.now())
-        .returning(*_outbox_columns())).mappings().first()
-    if row is not None:
-        log.info("outbox id=%d is pending again", email_id)
-        return dict(row)
-    status = conn.execute(select(_outbox.c.status).where(_outbox.c.id == email_id)).scalar()
-    if status is None:
-        raise EmailMissing(f"no email {email_id} in the outbox")
-    raise NotRetryable(email_id, status)
-
-
-def retry_dead_emails(conn: Connection) -> list[int]:
-    """Every dead email becomes pending again; their ids."""
-    ids = [r[0] for r in conn.execute(
-        update(_outbox).where(_outbox.c.status == "dead")
-        .values(status="pending", attempts=0, next_attempt_at=func.now())
-        .returning(_outbox.c.id))]
-    log.info("%d dead outbox rows are pending again", len(ids))
-    return sorted(ids)
+    return outbox.retry(_driver(conn), email_id)
 
 
 def status(conn: Connection, log: LogEnds) -> Row:
@@ -318,8 +285,7 @@ def status(conn: Connection, log: LogEnds) -> Row:
     consumers = [
         {"consumer": name, "checkpoint": checkpoint,
          "lag": _lag(log.partitions[readers[name]] if name in readers else None, checkpoint)}
-        for name, checkpoint in conn.execute(
-            select(_offsets.c.consumer, _offsets.c.last_offset).order_by(_offsets.c.consumer))]
+        for name, checkpoint in checkpoints.every(_driver(conn))]
     whole = log.whole()
     return {
         "log": {"stream": whole.stream, "end_offset": whole.end_offset, "error": whole.error},
@@ -338,9 +304,8 @@ def _lag(end: LogEnd | None, checkpoint: int) -> int | None:
 
 
 def _outbox_status(conn: Connection) -> Row:
-    counts = dict.fromkeys(OUTBOX_STATUSES, 0)
-    counts.update({s: n for s, n in conn.execute(
-        select(_outbox.c.status, func.count()).group_by(_outbox.c.status)).tuples()})
-    age = conn.execute(select(func.extract("epoch", func.now() - func.min(_outbox.c.created_at)))
-                       .where(_outbox.c.status.in_(("pending", "failed")))).scalar()
-    return {"counts": counts, "oldest_pending_age_seconds": None if age is None else float(age)}
+    driver = _driver(conn)
+    depth = outbox.depth(driver)
+    counts = {"pending": depth.pending, "sent": outbox.sent_count(driver),
+              "failed": depth.failed, "dead": depth.dead}
+    return {"counts": counts, "oldest_pending_age_seconds": depth.oldest_owed_seconds}

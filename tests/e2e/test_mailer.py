@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import requests
 
-from hookline.mail.outbox import Email, enqueue
+from hookline.db.outbox import Email, enqueue
 from tests.mailbox import Mailbox, text_of
 from tests.processes import Pipeline, eventually, free_port, running_pipeline
 
