@@ -120,3 +120,16 @@ def address(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     assert host == "127.0.0.1", url
     return host, int(port)
+
+
+def all_accepted(url: str) -> None:
+    """Fails while the listener at `url` has connections its server has not accepted yet."""
+    port = f"{address(url)[1]:04X}"
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, _remote, state, queues = row.split()[1:5]
+            # of a listening socket (0A), the receive queue is its backlog of connections
+            if state == "0A" and local.endswith(f":{port}"):
+                waiting += int(queues.split(":")[1], 16)
+    assert waiting == 0, f"{waiting} connections not accepted yet"

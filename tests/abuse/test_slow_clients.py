@@ -18,7 +18,14 @@ import requests
 
 from hookline.web.front import REQUEST_DEADLINE_SECONDS
 from hookline.web.servers import CLIENT_READ_TIMEOUT_SECONDS
-from tests.abuse.conftest import CANARIES, Front, Hostile, address, delete_stream
+from tests.abuse.conftest import (
+    CANARIES,
+    Front,
+    Hostile,
+    address,
+    all_accepted,
+    delete_stream,
+)
 from tests.abuse.slowloris import SlowClients, under_attack
 from tests.chaos import webhooks
 from tests.conftest import AMQP_URL
@@ -142,7 +149,7 @@ def test_idle_connections_do_not_block_the_operator_api(
     url = hostile.pipeline.api_url if path == "direct" else fronted.api_url
     idle = silent_connections(url, 10, kind)  # more than the API's threads
     try:
-        time.sleep(0.5)  # every one accepted and waiting
+        eventually(lambda: all_accepted(url), timeout=10)  # every one accepted and waiting
         started = time.monotonic()
         for probe in ("/healthz", "/readyz"):
             assert requests.get(f"{url}{probe}", timeout=30).status_code == 200
