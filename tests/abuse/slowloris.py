@@ -183,8 +183,8 @@ def under_attack(url: str, secrets: Secrets, connections: int, seconds: float,
 
 def main() -> None:
     """Measure through the front and directly against ingest (two workers of 16 threads)."""
-    from tests.abuse.conftest import CANARIES, delete_stream
-    from tests.conftest import AMQP_URL
+    from tests.abuse.conftest import CANARIES
+    from tests.conftest import AMQP_URL, delete_streams
     from tests.processes import eventually, free_port, running_pipeline
 
     stream = f"hookline.measure.{uuid.uuid4().hex[:12]}"
@@ -207,7 +207,7 @@ def main() -> None:
                       f"max {max(slow.held)}, closed by the server {slow.cut} "
                       f"({slow.timed_out} answered 408)", flush=True)
     finally:
-        delete_stream(stream)
+        delete_streams(stream)
 
 
 if __name__ == "__main__":

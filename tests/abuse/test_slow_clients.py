@@ -24,11 +24,10 @@ from tests.abuse.conftest import (
     Hostile,
     address,
     all_accepted,
-    delete_stream,
 )
 from tests.abuse.slowloris import SlowClients, under_attack
 from tests.chaos import webhooks
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, delete_streams, new_stream
 from tests.processes import Pipeline, eventually, running_pipeline
 
 THREADS = 4  # one worker of four threads: twice as many slow clients as threads
@@ -38,7 +37,7 @@ MARGIN = 4.0  # seconds a busy two-core machine may add
 
 @pytest.fixture(scope="module")
 def small_ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    stream = new_stream()
     env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream}
     work: Path = tmp_path_factory.mktemp("slow")
     try:
@@ -46,7 +45,7 @@ def small_ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]
             pipeline.start_ingest(workers=1, threads=THREADS)
             yield pipeline
     finally:
-        delete_stream(stream)
+        delete_streams(stream)
 
 
 def open_slow(pipeline: Pipeline, kind: str) -> socket.socket:

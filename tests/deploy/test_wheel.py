@@ -15,9 +15,8 @@ import orjson
 import psycopg
 import pytest
 import requests
-from psycopg import sql
 
-from tests.conftest import PG_ADMIN, _db_url
+from tests.conftest import PG_ADMIN, _db_url, drop_database
 from tests.processes import (
     TOKEN,
     TRANSACTIONS_SECRET,
@@ -77,9 +76,7 @@ def test_the_installed_wheel_migrates_a_new_database_from_outside_the_checkout(
         assert row is not None
         assert newest[-1].startswith(row[0])
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+        drop_database(name)
 
 
 @pytest.fixture
