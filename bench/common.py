@@ -65,6 +65,26 @@ def hookline(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
                             start_new_session=True)
 
 
+def start_projector(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+    """`hookline project` with its metrics on a free port, so several can run at once."""
+    return hookline("project", *args, env=env_for(
+        settings, HOOKLINE_PROJECTOR_METRICS_BIND=f"127.0.0.1:{free_port()}", **extra))
+
+
+def start_ingest(env: dict[str, str], workers: int, threads: int
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    """`hookline ingest` on a free port, ready for requests; the process and its port."""
+    port = free_port()
+    process = hookline("ingest", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+                       "--threads", str(threads), env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+    except BaseException:
+        stop(process)
+        raise
+    return process, port
+
+
 def stop(process: subprocess.Popen[bytes], grace: float = 30) -> None:
     """SIGTERM the process's group; SIGKILL it when it has not gone within `grace` seconds."""
     try:

@@ -28,12 +28,11 @@ from bench.common import (
     ROOT,
     env_for,
     exit_on_sigterm,
-    free_port,
-    hookline,
     record,
     scratch,
+    start_ingest,
+    start_projector,
     stop,
-    wait_http,
 )
 from bench.records import KINDS
 from hookline.config import Settings
@@ -307,18 +306,14 @@ class Figures:
 def run(settings: Settings, args: argparse.Namespace) -> Figures:
     count = int(args.rate * args.duration)
     plan = deliveries(int(args.rate) + count)
-    port = free_port()
-    env = env_for(settings, HOOKLINE_STRIPE_SECRETS=SECRETS["stripe"],
-                  HOOKLINE_CHAPA_SECRETS=SECRETS["chapa"],
-                  HOOKLINE_BOOKINGS_SECRETS=SECRETS["bookings"],
-                  HOOKLINE_TRANSACTIONS_SECRETS=SECRETS["transactions"],
-                  HOOKLINE_PROJECTOR_METRICS_BIND=f"127.0.0.1:{free_port()}")
-    projector = hookline("project", env=env)
+    secrets = {"HOOKLINE_STRIPE_SECRETS": SECRETS["stripe"],
+               "HOOKLINE_CHAPA_SECRETS": SECRETS["chapa"],
+               "HOOKLINE_BOOKINGS_SECRETS": SECRETS["bookings"],
+               "HOOKLINE_TRANSACTIONS_SECRETS": SECRETS["transactions"]}
+    projector = start_projector(settings, **secrets)
     try:
-        ingest = hookline("ingest", "--bind", f"127.0.0.1:{port}", "--workers",
-                          str(args.workers), "--threads", str(args.threads), env=env)
+        ingest, port = start_ingest(env_for(settings, **secrets), args.workers, args.threads)
         try:
-            wait_http(f"http://127.0.0.1:{port}/readyz")
             baseline = warm_up(settings, port, plan[: int(args.rate)], args.rate)
             return measure(settings, Load(port, plan[int(args.rate):], args.rate), baseline)
         finally:

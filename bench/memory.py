@@ -18,14 +18,13 @@ from bench.common import (
     children,
     env_for,
     exit_on_sigterm,
-    free_port,
-    hookline,
     reading_process,
     record,
     rss_mb,
     scratch,
+    start_ingest,
+    start_projector,
     stop,
-    wait_http,
 )
 from bench.ingest import wrk
 from bench.projection import append
@@ -67,8 +66,7 @@ def projector_run(settings: Settings, last: int, interval: float
     """Project offsets 0..last, sampling the RSS of the projector and of its reading process;
     returns both series and records/s."""
     series, reading = Series("projector"), Series("projector's reading process")
-    process = hookline("project", env=env_for(
-        settings, HOOKLINE_PROJECTOR_METRICS_BIND=f"127.0.0.1:{free_port()}"))
+    process = start_projector(settings)
     started = time.perf_counter()
     child: int | None = None
     deadline = started + 120 + (last + 1) / 200
@@ -124,13 +122,10 @@ class WorkerSampler(threading.Thread):
 def ingest_run(settings: Settings, requests: int, interval: float, workers: int,
                threads: int) -> tuple[list[Series], int, int, float]:
     """wrk slices until `requests` were sent; (worker series, requests, not 2xx, seconds)."""
-    port = free_port()
-    process = hookline("ingest", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                       "--threads", str(threads),
-                       env=env_for(settings, HOOKLINE_TRANSACTIONS_UNSIGNED="allow"))
+    process, port = start_ingest(env_for(settings, HOOKLINE_TRANSACTIONS_UNSIGNED="allow"),
+                                 workers, threads)
     sent = failed = 0
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
         sampler = WorkerSampler(process.pid, interval)
         sampler.start()
         try:

@@ -14,16 +14,7 @@ from dataclasses import dataclass
 import pika
 import psycopg
 
-from bench.common import (
-    env_for,
-    free_port,
-    hookline,
-    reading_process,
-    record,
-    rss_mb,
-    scratch,
-    stop,
-)
+from bench.common import reading_process, record, rss_mb, scratch, start_projector, stop
 from bench.records import mixed
 from hookline.config import Settings, consumer_name, partition_of
 from hookline.log.envelope import decode
@@ -80,10 +71,9 @@ def projectors(settings: Settings, ends: list[int], batch: int) -> tuple[float, 
     """(records/s from start, steady records/s, largest peak RSS MB) of one `hookline project
     --partition K` process per partition, batches of `batch` records."""
     started = time.perf_counter()
-    processes = [hookline("project", "--partition", str(k), env=env_for(
-        settings, HOOKLINE_PROJECTOR_METRICS_BIND=f"127.0.0.1:{free_port()}",
-        HOOKLINE_PROJECTOR_BATCH=str(batch)))
-        for k in range(settings.partitions)]
+    processes = [start_projector(settings, "--partition", str(k),
+                                HOOKLINE_PROJECTOR_BATCH=str(batch))
+                 for k in range(settings.partitions)]
     names = [consumer_name("projector", k, settings.partitions) for k in range(len(ends))]
     goal = dict(zip(names, ends, strict=True))
     first: tuple[float, int] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pika
@@ -42,45 +43,66 @@ def _db_url(name: str) -> str:
     return f"{base}/{name}"
 
 
+def drop_database(name: str) -> None:
+    with _admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def copy_database(template: str) -> str:
+    """A new database copied from `template`; its name."""
+    name = f"hookline_t_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)))
+    return name
+
+
+@contextmanager
+def copied_database(template: str) -> Iterator[str]:
+    """A new database copied from `template`, its name; dropped afterwards."""
+    name = copy_database(template)
+    try:
+        yield name
+    finally:
+        drop_database(name)
+
+
+def new_stream() -> str:
+    return f"hookline.test.{uuid.uuid4().hex[:12]}"
+
+
+def delete_streams(*names: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    for name in names:
+        channel.queue_delete(name)  # deleting one that is not there is a no-op
+    connection.close()
+
+
 @pytest.fixture(scope="session")
 def template_database() -> Iterator[str]:
     """A database migrated once per run; each test gets a copy of it."""
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE))
-    with _admin() as conn:
-        conn.execute(drop)
+    drop_database(TEMPLATE)
     migrate(Settings(database_url=_db_url(TEMPLATE)))
     yield TEMPLATE
-    with _admin() as conn:
-        conn.execute(drop)
+    drop_database(TEMPLATE)
 
 
 @pytest.fixture
 def database_url(template_database: str) -> Iterator[str]:
-    name = f"hookline_t_{uuid.uuid4().hex[:12]}"
-    with _admin() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)))
+    name = copy_database(template_database)
     yield _db_url(name)
-    try:
-        with _admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-    except psycopg.OperationalError:
-        pass  # a test that stopped PostgreSQL; the next run's names differ anyway
+    with suppress(psycopg.OperationalError):  # a test that stopped PostgreSQL
+        drop_database(name)
 
 
 @pytest.fixture
 def stream() -> Iterator[str]:
-    name = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    name = new_stream()
     yield name
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        channel = connection.channel()
-        for stream_name in (name, *(f"{name}.{k}" for k in range(MAX_TEST_PARTITIONS))):
-            channel.queue_delete(stream_name)  # deleting one that is not there is a no-op
-        connection.close()
-    except pika.exceptions.AMQPError:
-        pass  # a test that stopped RabbitMQ
+    with suppress(pika.exceptions.AMQPError):  # a test that stopped RabbitMQ
+        delete_streams(name, *(f"{name}.{k}" for k in range(MAX_TEST_PARTITIONS)))
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ class Mailbox:
             self._controller = None
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay)  # a slow SMTP server: the behaviour under test
         message = message_from_bytes(envelope.original_content or envelope.content,
                                      policy=policy.default)
         with self._lock:

@@ -8,9 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ UNSET = None
 # for tests that post raw unsigned transactions and need no booking confirmed by them
 UNSIGNED_TRANSACTIONS = {"HOOKLINE_TRANSACTIONS_SECRETS": UNSET,
                          "HOOKLINE_TRANSACTIONS_UNSIGNED": "allow"}
+# every address `hookline up` binds: each test run takes free ports for all of them
+UP_BINDS = ("INGEST", "API", "INGEST_INTERNAL", "API_INTERNAL", "PROJECTOR_METRICS",
+            "MAILER_METRICS", "SCHEDULER_METRICS", "DEV_SMTP")
 
 
 class NotYet(AssertionError):
@@ -244,3 +248,47 @@ def running_pipeline(env: dict[str, str], workdir: Path,
 def scalar(conn: psycopg.Connection, query: str, *params: Any) -> Any:
     row = conn.execute(query, params).fetchone()
     return None if row is None else row[0]
+
+
+def up_binds() -> dict[str, str]:
+    """The HOOKLINE_*_BIND variables of `hookline up`, each on a free port."""
+    return {f"HOOKLINE_{name}_BIND": f"127.0.0.1:{free_port()}" for name in UP_BINDS}
+
+
+def output_lines(popen: subprocess.Popen[str]) -> list[str]:
+    """A list that fills with the process's output lines as it prints them."""
+    assert popen.stdout is not None
+    stdout = popen.stdout
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")),
+                     daemon=True).start()
+    return lines
+
+
+def has_line(lines: list[str], text: str) -> None:
+    assert any(text in line for line in lines), "".join(lines)[-2000:]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, in a session of its own or not (from /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with suppress(OSError):  # a task that has just ended
+                children = {int(c) for c in (task / "children").read_text().split()}
+                todo.extend(children - found)
+                found |= children
+    return found
+
+
+def running(pids: Iterable[int]) -> set[int]:
+    """Those of `pids` still running (a zombie has stopped: it only waits to be reaped)."""
+    alive = set()
+    for pid in pids:
+        with suppress(OSError):
+            # the state follows the parenthesised name, which may itself hold spaces
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(pid)
+    return alive

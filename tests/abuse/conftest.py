@@ -3,20 +3,17 @@ abuse tests (on the machine's RabbitMQ and PostgreSQL: nothing here breaks them)
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pika
 import psycopg
 import pytest
 import requests
-from psycopg import sql
 
 from tests.chaos.webhooks import Delivery, Secrets
-from tests.conftest import AMQP_URL, PG_ADMIN
+from tests.conftest import AMQP_URL, PG_ADMIN, copied_database, delete_streams, new_stream
 from tests.operator_seed import seed
 from tests.processes import Pipeline, Process, eventually, free_port, running_pipeline
 
@@ -45,23 +42,17 @@ class Hostile:
 @pytest.fixture(scope="session")
 def seeded_database(template_database: str) -> Iterator[str]:
     """A database of its own with a few rows in every table; its URL."""
-    name = f"hookline_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)))
-    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        seed(conn, transactions=40, bookings=30, events=60, emails=30, references=10)
-    yield url.replace("postgresql://", "postgresql+psycopg://", 1)
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    with copied_database(template_database) as name:
+        url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            seed(conn, transactions=40, bookings=30, events=60, emails=30, references=10)
+        yield url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 @pytest.fixture(scope="session")
 def hostile(seeded_database: str, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Hostile]:
-    stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    stream = new_stream()
     env = {"HOOKLINE_DATABASE_URL": seeded_database, "HOOKLINE_AMQP_URL": AMQP_URL,
            "HOOKLINE_STREAM": stream, "HOOKLINE_OPERATOR_TOKENS": TOKEN,
            "HOOKLINE_STRIPE_TOLERANCE": f"{STRIPE_TOLERANCE}s", **CANARIES.env()}
@@ -70,13 +61,7 @@ def hostile(seeded_database: str, tmp_path_factory: pytest.TempPathFactory
                               parts=("ingest", "api")) as pipeline:
             yield Hostile(pipeline, seeded_database)
     finally:
-        delete_stream(stream)
-
-
-def delete_stream(stream: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    connection.channel().queue_delete(stream)
-    connection.close()
+        delete_streams(stream)
 
 
 def rss_bytes(pid: int) -> int:
@@ -120,3 +105,16 @@ def address(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     assert host == "127.0.0.1", url
     return host, int(port)
+
+
+def all_accepted(url: str) -> None:
+    """Fails while the listener at `url` has connections its server has not accepted yet."""
+    port = f"{address(url)[1]:04X}"
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, _remote, state, queues = row.split()[1:5]
+            # of a listening socket (0A), the receive queue is its backlog of connections
+            if state == "0A" and local.endswith(f":{port}"):
+                waiting += int(queues.split(":")[1], 16)
+    assert waiting == 0, f"{waiting} connections not accepted yet"

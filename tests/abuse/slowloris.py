@@ -35,6 +35,7 @@ class _Slow:
     sock: socket.socket
     pending: bytes  # what is still to send, one byte at a time
     due: float
+    sent: bool = False  # anything yet
 
 
 @dataclass
@@ -48,6 +49,8 @@ class SlowClients:
     held: list[int] = field(default_factory=list)  # open connections, sampled every second
     cut: int = 0  # connections the server closed
     timed_out: int = 0  # of those, answered 408
+    sending: threading.Event = field(default_factory=threading.Event)  # all `count` have sent
+    _senders: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -67,11 +70,18 @@ class SlowClients:
     def _open(self, n: int, now: float) -> _Slow:
         sock = socket.create_connection(self.address, timeout=5)
         sock.setblocking(False)
-        pending = REQUEST_HEAD + REQUEST_BODY
+        slow = _Slow(sock, REQUEST_HEAD + REQUEST_BODY, now + random.uniform(0, self.interval))
         if n % 2:  # the headers at once: the deadline must cover the body too
             sock.sendall(REQUEST_HEAD)
-            pending = REQUEST_BODY
-        return _Slow(sock, pending, now + random.uniform(0, self.interval))
+            slow.pending = REQUEST_BODY
+            self._has_sent(slow)
+        return slow
+
+    def _has_sent(self, slow: _Slow) -> None:
+        if not slow.sent:
+            slow.sent, self._senders = True, self._senders + 1
+            if self._senders >= self.count:
+                self.sending.set()
 
     def _run(self) -> None:
         started = time.monotonic()
@@ -92,6 +102,7 @@ class SlowClients:
                         self._closed_by_server(poller, slow)
                         continue
                     slow.pending, slow.due = slow.pending[1:], slow.due + self.interval
+                    self._has_sent(slow)
             if now - sampled >= 1:
                 self.held.append(len(poller.get_map()))
                 sampled = now
@@ -145,7 +156,7 @@ class Deliveries:
                     self.failed.append(f"{answer.status_code} after {took:.1f} s")
             except requests.RequestException as exc:
                 self.failed.append(f"{type(exc).__name__} after {time.monotonic() - started:.1f} s")
-            time.sleep(max(0.0, every - (time.monotonic() - started)))
+            time.sleep(max(0.0, every - (time.monotonic() - started)))  # the delivery rate
 
     def summary(self) -> str:
         if not self.seconds:
@@ -165,15 +176,15 @@ def under_attack(url: str, secrets: Secrets, connections: int, seconds: float,
     calm.send(2, every=0.2)
     attacked = Deliveries(url, secrets)
     with SlowClients(address(url), connections) as slow:
-        time.sleep(3)  # every slow client connected and sending
+        assert slow.sending.wait(LIMIT_SECONDS), "the slow clients never all sent a byte"
         attacked.send(seconds, every=every)
     return calm, attacked, slow
 
 
 def main() -> None:
     """Measure through the front and directly against ingest (two workers of 16 threads)."""
-    from tests.abuse.conftest import CANARIES, delete_stream
-    from tests.conftest import AMQP_URL
+    from tests.abuse.conftest import CANARIES
+    from tests.conftest import AMQP_URL, delete_streams
     from tests.processes import eventually, free_port, running_pipeline
 
     stream = f"hookline.measure.{uuid.uuid4().hex[:12]}"
@@ -196,7 +207,7 @@ def main() -> None:
                       f"max {max(slow.held)}, closed by the server {slow.cut} "
                       f"({slow.timed_out} answered 408)", flush=True)
     finally:
-        delete_stream(stream)
+        delete_streams(stream)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 import requests
-from psycopg import sql
 
-from tests.abuse.conftest import CANARIES, TOKEN, delete_stream
+from tests.abuse.conftest import CANARIES, TOKEN
 from tests.chaos import webhooks
 from tests.chaos.webhooks import FORGER, Delivery
-from tests.conftest import AMQP_URL, PG_ADMIN
+from tests.conftest import AMQP_URL, copy_database, delete_streams, drop_database, new_stream
 from tests.mailbox import Mailbox
 from tests.operator_seed import seed
 from tests.processes import Pipeline, eventually, free_port, process_env, running_pipeline
@@ -68,10 +67,7 @@ class Exposed:
 @pytest.fixture(scope="module")
 def exposed(template_database: str, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Exposed]:
-    name, stream = f"hookline_t_{uuid.uuid4().hex[:12]}", f"hookline.test.{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)))
+    name, stream = copy_database(template_database), new_stream()
     url = f"postgresql+psycopg://postgres:{DB_PASSWORD}@127.0.0.1:5432/{name}"
     with psycopg.connect(_plain(url), autocommit=True) as conn:
         seed(conn, transactions=10, bookings=10, events=10, emails=30, references=5)
@@ -88,10 +84,8 @@ def exposed(template_database: str, tmp_path_factory: pytest.TempPathFactory
             yield Exposed(pipeline, name, url)
     finally:
         mailbox.stop()
-        delete_stream(stream)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+        delete_streams(stream)
+        drop_database(name)
 
 
 def _plain(url: str) -> str:
@@ -175,10 +169,8 @@ def drive_startup_errors(exposed: Exposed) -> None:
     exposed.printed += printed.values()
 
 
-def drop_database(exposed: Exposed) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(exposed.database)))
+def drop_exposed_database(exposed: Exposed) -> None:
+    drop_database(exposed.database)
 
 
 def test_every_response_carries_a_request_id_and_a_sane_one_is_taken_from_the_caller(
@@ -231,7 +223,7 @@ def test_no_secret_or_token_appears_in_any_log_error_body_header_or_metric(
     drive_ingest_errors(exposed)
     drive_api_errors(exposed)
     drive_startup_errors(exposed)
-    drop_database(exposed)  # the last error path: every database read fails from here on
+    drop_exposed_database(exposed)  # the last error path: every database read fails from here on
     down = exposed.api("GET", "/v1/transactions", headers={"X-Request-ID": "trace-api-503"})
     assert down.status_code == 503
 

@@ -18,10 +18,16 @@ import requests
 
 from hookline.web.front import REQUEST_DEADLINE_SECONDS
 from hookline.web.servers import CLIENT_READ_TIMEOUT_SECONDS
-from tests.abuse.conftest import CANARIES, Front, Hostile, address, delete_stream
+from tests.abuse.conftest import (
+    CANARIES,
+    Front,
+    Hostile,
+    address,
+    all_accepted,
+)
 from tests.abuse.slowloris import SlowClients, under_attack
 from tests.chaos import webhooks
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, delete_streams, new_stream
 from tests.processes import Pipeline, eventually, running_pipeline
 
 THREADS = 4  # one worker of four threads: twice as many slow clients as threads
@@ -31,7 +37,7 @@ MARGIN = 4.0  # seconds a busy two-core machine may add
 
 @pytest.fixture(scope="module")
 def small_ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    stream = new_stream()
     env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream}
     work: Path = tmp_path_factory.mktemp("slow")
     try:
@@ -39,7 +45,7 @@ def small_ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]
             pipeline.start_ingest(workers=1, threads=THREADS)
             yield pipeline
     finally:
-        delete_stream(stream)
+        delete_streams(stream)
 
 
 def open_slow(pipeline: Pipeline, kind: str) -> socket.socket:
@@ -142,7 +148,7 @@ def test_idle_connections_do_not_block_the_operator_api(
     url = hostile.pipeline.api_url if path == "direct" else fronted.api_url
     idle = silent_connections(url, 10, kind)  # more than the API's threads
     try:
-        time.sleep(0.5)  # every one accepted and waiting
+        eventually(lambda: all_accepted(url), timeout=10)  # every one accepted and waiting
         started = time.monotonic()
         for probe in ("/healthz", "/readyz"):
             assert requests.get(f"{url}{probe}", timeout=30).status_code == 200

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pika
 import psycopg
 import pytest
 import requests
@@ -19,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hookline.senders.signatures import sign_standard_webhooks
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, delete_streams, new_stream
 from tests.processes import UNSIGNED_TRANSACTIONS, Pipeline, eventually, running_pipeline, scalar
 
 SECRET = "whsec_" + base64.b64encode(b"e2e-transactions-signing-secret!").decode()
@@ -46,29 +45,25 @@ def signed(body: bytes, secret: str = SECRET, at: int | None = None,
 @pytest.fixture(scope="module")
 def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """One signed ingest for the module (its own stream); starting one per test is slow."""
-    stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    stream = new_stream()
     env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream,
            "HOOKLINE_TRANSACTIONS_SECRETS": f"{SECRET},{OLD_SECRET}",
            "HOOKLINE_MAX_BODY_BYTES": str(MAX_BODY)}
     with running_pipeline(env, tmp_path_factory.mktemp("ingest"), parts=("ingest",)) as running:
         yield running
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    connection.channel().queue_delete(stream)
-    connection.close()
+    delete_streams(stream)
 
 
 @pytest.fixture(scope="module")
 def unsigned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """An ingest with no transactions secret, unsigned allowed (development): invalid
     deliveries are refused with 422."""
-    stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    stream = new_stream()
     env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream,
            **UNSIGNED_TRANSACTIONS}
     with running_pipeline(env, tmp_path_factory.mktemp("unsigned"), parts=("ingest",)) as running:
         yield running
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    connection.channel().queue_delete(stream)
-    connection.close()
+    delete_streams(stream)
 
 
 JSON = {"Content-Type": "application/json"}

@@ -21,7 +21,12 @@ import requests
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from tests.conftest import AMQP_URL, PG_ADMIN, _db_url
+from tests.conftest import (
+    AMQP_URL,
+    _db_url,
+    copy_database,
+    drop_database,
+)
 from tests.operator_seed import seed
 from tests.processes import TOKEN, Pipeline, running_pipeline
 
@@ -35,10 +40,7 @@ def seeded(template_database: str, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[Pipeline, psycopg.Connection[Row]]]:
     """One API process for the module over a database of a few hundred rows per table, the
     events in two partitions."""
-    name = f"hookline_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)))
+    name = copy_database(template_database)
     url = _db_url(name)
     env = {"HOOKLINE_DATABASE_URL": url, "HOOKLINE_AMQP_URL": AMQP_URL,
            "HOOKLINE_STREAM": f"hookline.test.{uuid.uuid4().hex[:12]}", "HOOKLINE_PARTITIONS": "2",
@@ -51,9 +53,7 @@ def seeded(template_database: str, tmp_path_factory: pytest.TempPathFactory
             with running_pipeline(env, tmp_path_factory.mktemp("api"), parts=("api",)) as api:
                 yield api, db
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+        drop_database(name)
 
 
 def walk(api: Pipeline, path: str, params: dict[str, Any], limit: int,

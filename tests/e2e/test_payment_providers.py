@@ -7,7 +7,6 @@ import copy
 import json
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,15 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pika
 import psycopg
 import pytest
 import requests
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from hookline.senders.signatures import sign_chapa, sign_stripe
-from tests.conftest import AMQP_URL, PG_ADMIN
+from tests.conftest import (
+    AMQP_URL,
+    PG_ADMIN,
+    copy_database,
+    delete_streams,
+    drop_database,
+    new_stream,
+)
 from tests.processes import Pipeline, eventually, running_pipeline
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
@@ -53,10 +57,7 @@ class Providers:
 def providers(template_database: str,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Providers]:
     """One pipeline for the module (its own database and stream): each test uses its own ids."""
-    name, stream = f"hookline_t_{uuid.uuid4().hex[:12]}", f"hookline.test.{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)))
+    name, stream = copy_database(template_database), new_stream()
     url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
     env = {"HOOKLINE_DATABASE_URL": url.replace("postgresql://", "postgresql+psycopg://", 1),
            "HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream,
@@ -68,12 +69,8 @@ def providers(template_database: str,
                 psycopg.connect(url, autocommit=True, row_factory=dict_row) as db:
             yield Providers(pipeline, db)
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        connection.channel().queue_delete(stream)
-        connection.close()
+        drop_database(name)
+        delete_streams(stream)
 
 
 # --- building and sending what the providers send ---------------------------------------------

@@ -6,17 +6,14 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from tests.conftest import AMQP_URL, PG_ADMIN
-from tests.processes import eventually, free_port
+from tests.conftest import AMQP_URL, PG_ADMIN, drop_database
+from tests.processes import eventually, output_lines, up_binds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,13 +55,9 @@ def isolated_env() -> Iterator[dict[str, str]]:
         "HOOKLINE_AMQP_URL": AMQP_URL,
         "HOOKLINE_STREAM": f"hookline.readme.{uuid.uuid4().hex[:8]}",
     })
-    for name in ("INGEST", "API", "INGEST_INTERNAL", "API_INTERNAL", "PROJECTOR_METRICS",
-                 "MAILER_METRICS", "SCHEDULER_METRICS", "DEV_SMTP"):
-        env[f"HOOKLINE_{name}_BIND"] = f"127.0.0.1:{free_port()}"
+    env.update(up_binds())
     yield env
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(database)))
+    drop_database(database)
 
 
 def test_readme_up_command_runs_the_pipeline_from_a_fresh_clone(
@@ -72,9 +65,7 @@ def test_readme_up_command_runs_the_pipeline_from_a_fresh_clone(
     up = subprocess.Popen(["bash", "-c", readme_commands()[0]], cwd=fresh_clone,
                           env=isolated_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),  # type: ignore[union-attr]
-                     daemon=True).start()
+    lines = output_lines(up)
     try:
         post = eventually(lambda: _line_after(lines, "Post a sample webhook:"), timeout=300,
                           interval=1)

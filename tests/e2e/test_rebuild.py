@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +22,14 @@ from psycopg import sql
 
 from hookline.projection.rebuild import PROJECTION_TIMES
 from hookline.senders.signatures import sign_chapa, sign_stripe
-from tests.conftest import AMQP_URL, PG_ADMIN, _db_url
+from tests.conftest import (
+    AMQP_URL,
+    _db_url,
+    copy_database,
+    delete_streams,
+    drop_database,
+    new_stream,
+)
 from tests.e2e.test_bookings import SECRET, booking, post_booking, post_payment
 from tests.e2e.test_payment_providers import OPENAPI, fixture, stripe_event
 from tests.mailbox import Mailbox
@@ -70,10 +76,7 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def shop(template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    name, stream = f"hookline_t_{uuid.uuid4().hex[:12]}", f"hookline.test.{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)))
+    name, stream = copy_database(template_database), new_stream()
     url = _db_url(name)
     mailbox = Mailbox(free_port()).start()
     env = {"HOOKLINE_DATABASE_URL": url, "HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream,
@@ -93,14 +96,8 @@ def shop(template_database: str, tmp_path_factory: pytest.TempPathFactory) -> It
             yield shop
     finally:
         mailbox.stop()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-        import pika
-
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        connection.channel().queue_delete(stream)
-        connection.close()
+        drop_database(name)
+        delete_streams(stream)
 
 
 def mixed_traffic(shop: Shop) -> None:

@@ -8,13 +8,11 @@ import base64
 import hashlib
 import hmac
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import pika
 import pytest
 import requests
 import svix
@@ -23,7 +21,7 @@ from hookline.config import Settings
 from hookline.log.reader import StreamReader
 from hookline.senders.signatures import sign_chapa, sign_standard_webhooks_v1a
 from tests.chaos import webhooks
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, delete_streams, new_stream
 from tests.processes import Pipeline, running_pipeline
 
 CHAPA_SECRET = "chapa-e2e-signature-schemes-0001"
@@ -45,7 +43,7 @@ def public_key(seed: bytes) -> str:
 def schemes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, str]]:
     """An ingest that allows secret-only Chapa signatures and knows the booking app's public
     key; its stream."""
-    stream = f"hookline.test.{uuid.uuid4().hex[:12]}"
+    stream = new_stream()
     env = {"HOOKLINE_AMQP_URL": AMQP_URL, "HOOKLINE_STREAM": stream,
            "HOOKLINE_CHAPA_SECRETS": CHAPA_SECRET,
            "HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES": "allow",
@@ -56,9 +54,7 @@ def schemes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline
                               parts=("ingest",)) as pipeline:
             yield pipeline, stream
     finally:
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        connection.channel().queue_delete(stream)
-        connection.close()
+        delete_streams(stream)
 
 
 def post(pipeline: Pipeline, delivery: webhooks.Delivery,

@@ -44,6 +44,15 @@ def leader_of(processes: list[Process], variable: str, lock: str) -> Process:
     return leading[0]
 
 
+def leader_and_standby(pipeline: Pipeline, kind: str) -> tuple[Process, Process, str]:
+    """Of `kind`-1 and `kind`-2, the one that leads and the other; the variable naming the
+    address of their metrics."""
+    pair = [pipeline.processes[f"{kind}-{n}"] for n in (1, 2)]
+    bind = f"HOOKLINE_{kind.upper()}_METRICS_BIND"
+    leader = eventually(partial(leader_of, pair, bind, kind), timeout=30)
+    return leader, next(p for p in pair if p is not leader), bind
+
+
 class Load:
     """Posts distinct transactions through ingest from a few threads until stopped."""
 
@@ -106,10 +115,7 @@ def two_projectors(env: dict[str, str], tmp_path: Path) -> Iterator[Pipeline]:
 
 def test_killing_the_leading_projector_under_load_hands_over_within_5s_exactly_once(
         two_projectors: Pipeline, db: psycopg.Connection) -> None:
-    projectors = [two_projectors.processes[n] for n in ("projector-1", "projector-2")]
-    bind = "HOOKLINE_PROJECTOR_METRICS_BIND"
-    leader = eventually(partial(leader_of, projectors, bind, "projector"), timeout=30)
-    standby = next(p for p in projectors if p is not leader)
+    leader, standby, bind = leader_and_standby(two_projectors, "projector")
 
     with Load(two_projectors) as load:
         eventually(partial(past, db, 300), timeout=60)
@@ -163,10 +169,7 @@ def expired(db: psycopg.Connection, references: list[str]) -> None:
 
 def test_only_the_leading_scheduler_appends_and_its_standby_takes_over_when_it_dies(
         two_schedulers: Pipeline, db: psycopg.Connection) -> None:
-    schedulers = [two_schedulers.processes[n] for n in ("scheduler-1", "scheduler-2")]
-    bind = "HOOKLINE_SCHEDULER_METRICS_BIND"
-    leader = eventually(partial(leader_of, schedulers, bind, "scheduler"), timeout=30)
-    standby = next(p for p in schedulers if p is not leader)
+    leader, standby, bind = leader_and_standby(two_schedulers, "scheduler")
 
     first = [f"BK-SB-{n:02d}" for n in range(10)]
     for reference in first:

@@ -6,30 +6,26 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import requests
 
-from tests.processes import eventually, free_port, process_env
+from tests.processes import eventually, has_line, output_lines, process_env, up_binds
 
 CONFIGURED = "dev-operator-token"  # well known: only a development run may take it
 
 
 def run_up(env: dict[str, str], workdir: Path) -> tuple[list[str], int]:
     """Start `hookline up`, wait for its banner, stop it; its lines and exit code."""
-    binds = {f"HOOKLINE_{name}_BIND": f"127.0.0.1:{free_port()}" for name in (
-        "INGEST", "API", "PROJECTOR_METRICS", "MAILER_METRICS", "SCHEDULER_METRICS", "DEV_SMTP")}
+    binds = up_binds()
     full = {**process_env({**env, **binds}), "HOOKLINE_LOG_LEVEL": "WARNING"}
     full.pop("HOOKLINE_OPERATOR_TOKENS")
     full.update({k: v for k, v in env.items() if k == "HOOKLINE_OPERATOR_TOKENS"})
     up = subprocess.Popen([sys.executable, "-m", "hookline", "up"], cwd=workdir, env=full,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),  # type: ignore[union-attr]
-                     daemon=True).start()
+    lines = output_lines(up)
     try:
-        eventually(lambda: _has(lines, "hookline is up"), timeout=120, interval=0.5)
+        eventually(lambda: has_line(lines, "hookline is up"), timeout=120, interval=0.5)
         if "HOOKLINE_OPERATOR_TOKENS" in env:
             api = f"http://{binds['HOOKLINE_API_BIND']}/v1/status"
             answer = requests.get(api, timeout=10,
@@ -39,10 +35,6 @@ def run_up(env: dict[str, str], workdir: Path) -> tuple[list[str], int]:
         up.send_signal(signal.SIGINT)
         code = up.wait(timeout=60)
     return lines, code
-
-
-def _has(lines: list[str], text: str) -> None:
-    assert any(text in line for line in lines), "".join(lines)[-2000:]
 
 
 def test_up_takes_a_development_token_and_never_prints_a_configured_one(

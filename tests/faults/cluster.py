@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import subprocess
-import time
 from dataclasses import dataclass, field
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
+
 from tests.faults.support import PrivateBroker, _run
+from tests.processes import eventually, running
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +36,20 @@ class ClusterNode(PrivateBroker):
         pid_file = self.workdir / "pid"
         pid_file.unlink(missing_ok=True)  # the killed VM's: `wait` would take it for the new
         _run(["rabbitmq-server", "-detached"], self.env)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
+        for attempt in Retrying(stop=stop_after_delay(90), wait=wait_fixed(0.2), reraise=True,
+                                retry=retry_if_exception(_read_while_written)):
+            with attempt:
                 self.ctl("wait", str(pid_file), "--timeout", "90")
-                break
-            except RuntimeError as exc:  # read while the new VM was still writing it
-                if "garbage_in_pid_file" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         self.ctl("await_startup", "--timeout", "90")
 
     def kill(self) -> None:
         """SIGKILL the node's VM: no goodbye to its peers or clients."""
         self._kill()
-        deadline = time.monotonic() + 30
-        while _vm_alive(self):
-            assert time.monotonic() < deadline, f"{self.node} survived SIGKILL"
-            time.sleep(0.05)
+
+        def gone() -> None:
+            assert not _vm_alive(self), f"{self.node} survived SIGKILL"
+
+        eventually(gone, timeout=30, interval=0.05)
 
     def shutdown(self) -> None:
         self.ctl("shutdown")
@@ -125,5 +122,9 @@ class PrivateCluster:
 def _vm_alive(node: ClusterNode) -> bool:
     pid_file = node.workdir / "pid"
     pid = pid_file.read_text().strip() if pid_file.exists() else ""
-    status = f"/proc/{pid}/stat"
-    return pid.isdigit() and os.path.exists(status) and ") Z" not in open(status).read()
+    return pid.isdigit() and bool(running([int(pid)]))
+
+
+def _read_while_written(exc: BaseException) -> bool:
+    """The pid file read while the new VM was still writing it."""
+    return isinstance(exc, RuntimeError) and "garbage_in_pid_file" in str(exc)

@@ -59,28 +59,18 @@ CASES: list[tuple[queries.Listing, dict[str, Any], tuple[Any, ...] | None]] = [
 @pytest.fixture(scope="module")
 def analyzed(template_database: str) -> Iterator[Connection]:
     """One database for the module, filled and analyzed once."""
-    import uuid
+    from tests.conftest import _db_url, copied_database
 
-    from psycopg import sql
-
-    from tests.conftest import PG_ADMIN, _db_url
-
-    name = f"hookline_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)))
-    url = _db_url(name)
-    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as db:
-        seed(db, transactions=30000, bookings=20000, events=60000, emails=20000,
-             moments=5000, references=5000, partitions=PARTITIONS)
-        db.execute("ANALYZE")
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        yield conn
-    engine.dispose()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+    with copied_database(template_database) as name:
+        url = _db_url(name)
+        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as db:
+            seed(db, transactions=30000, bookings=20000, events=60000, emails=20000,
+                 moments=5000, references=5000, partitions=PARTITIONS)
+            db.execute("ANALYZE")
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            yield conn
+        engine.dispose()
 
 
 def explain(conn: Connection, statement: Select[Any]) -> dict[str, Any]:

@@ -19,10 +19,10 @@ from hookline.log.envelope import Envelope
 from hookline.senders import chapa
 from hookline.senders.base import PayloadInvalid
 from hookline.senders.signatures import InvalidSignature, sign_chapa
+from tests.unit.payments import RECEIVED, no_negative_amount_unless_rejected
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
 SECRETS = ("chapa-old-secret-0001", "chapa-new-secret-0001")
-RECEIVED = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def documented(name: str, **changes: Any) -> dict[str, Any]:
@@ -168,14 +168,4 @@ def test_any_signed_body_is_keyed_or_invalid_and_any_record_interpreted_or_rejec
         return
     assert len(delivery.key) == 64
     assert delivery.subject
-    envelope = Envelope("chapa:k", "chapa", delivery.type, delivery.subject, RECEIVED, raw)
-    try:
-        events = chapa.interpret(envelope)
-    except Rejected:
-        return  # signed, recorded, and projected as rejected with this reason
-    assert all(amount >= 0 for amount in amounts(events))
-
-
-def amounts(events: list[Any]) -> list[Decimal]:
-    found = [e.amount for e in events if isinstance(e, PaymentReported) and e.amount is not None]
-    return found + [e.amount_refunded for e in events if isinstance(e, PaymentRefunded)]
+    no_negative_amount_unless_rejected(chapa.interpret, "chapa", delivery, raw)

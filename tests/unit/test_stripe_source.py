@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,9 +19,9 @@ from hookline.log.envelope import Envelope
 from hookline.senders import stripe
 from hookline.senders.base import PayloadInvalid
 from hookline.senders.signatures import InvalidSignature, sign_stripe
+from tests.unit.payments import RECEIVED, no_negative_amount_unless_rejected
 
 SECRET = "whsec_unit_test_secret_0001"
-RECEIVED = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def event(kind: str, obj: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -229,14 +228,4 @@ def test_any_signed_body_is_keyed_or_invalid_and_any_record_interpreted_or_rejec
         return
     assert delivery.key
     assert delivery.subject
-    envelope = Envelope("stripe:k", "stripe", delivery.type, delivery.subject, RECEIVED, raw)
-    try:
-        events = stripe.interpret(envelope)
-    except Rejected:
-        return  # signed, recorded, and projected as rejected with this reason
-    assert all(amount >= 0 for amount in amounts(events))
-
-
-def amounts(events: list[Any]) -> list[Decimal]:
-    found = [e.amount for e in events if isinstance(e, PaymentReported) and e.amount is not None]
-    return found + [e.amount_refunded for e in events if isinstance(e, PaymentRefunded)]
+    no_negative_amount_unless_rejected(stripe.interpret, "stripe", delivery, raw)
