@@ -10,8 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from hookline.config import Settings
-from hookline.domain.amounts import MAX_PLACES, AmountInvalid, checked
-from hookline.domain.currencies import from_minor_units, is_currency
+from hookline.domain.amounts import AmountInvalid, from_minor_units
+from hookline.domain.currencies import exponent, is_currency
 from hookline.domain.events import (
     DomainEvent,
     PaymentDisputed,
@@ -135,12 +135,10 @@ class _Object:
 
 
 def major_units(minor: int, currency: str) -> Decimal:
-    """Stripe's minor units as an exact major-unit amount, by the rules of every amount."""
-    exponent = _STRIPE_EXPONENTS.get(currency)
-    if exponent is None:
-        return checked(from_minor_units(minor, currency), MAX_PLACES)
-    sign, digits, _ = Decimal(minor).as_tuple()
-    return checked(Decimal((sign, digits, -exponent)), MAX_PLACES)
+    """Stripe's minor units of an upper-case ISO 4217 code as an exact major-unit amount."""
+    if currency in _STRIPE_EXPONENTS:
+        return from_minor_units(minor, _STRIPE_EXPONENTS[currency])
+    return from_minor_units(minor, exponent(currency))
 
 
 def _intent(status: PaymentStatus) -> Callable[[_Object], list[DomainEvent]]:
