@@ -1,4 +1,5 @@
-"""Amounts of money: the one parser every source uses, with one set of rules.
+"""Amounts of money: the one parser every source uses, with one set of rules, for amounts
+written in major units (`parse_amount`) or counted in minor units (`from_minor_units`).
 
 An amount is positive, exact (a Decimal, never through a float), below 10^15 (beyond any real
 payment, within what numeric stores), written in plain ASCII digits with at most `places`
@@ -31,6 +32,14 @@ def parse_amount(value: Any, places: int = MAX_PLACES) -> Decimal:
     if not amount.is_finite() or amount <= 0:
         raise AmountInvalid("must be a positive amount")
     return checked(amount, places)
+
+
+def from_minor_units(minor: int, exponent: int, places: int = MAX_PLACES) -> Decimal:
+    """A whole number of minor units (`exponent` of them make a major unit) as an exact
+    major-unit amount, checked against every rule."""
+    sign, digits, _ = Decimal(minor).as_tuple()
+    # built from the tuple, not by division, so no context precision can round it
+    return checked(Decimal((sign, digits, -exponent)), places)
 
 
 def checked(amount: Decimal, places: int) -> Decimal:

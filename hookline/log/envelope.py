@@ -41,6 +41,12 @@ class Envelope:
                       self.raw_payload, self.trusted)
 
 
+def envelope_id(source: str, key: str) -> str:
+    """A record's id: its source and the key that source gives the delivery, so that a
+    delivery sent again gets the same id and is projected once."""
+    return f"{source}:{key}"
+
+
 def encode(id: str, source: str, type: str, subject: str, received_at: datetime,
            raw_payload: bytes, trusted: bool = True) -> bytes:
     """Serialise an envelope, splicing the already-valid JSON payload in as it was sent.

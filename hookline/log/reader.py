@@ -18,9 +18,9 @@ from tenacity import (
 
 from hookline.config import Settings
 from hookline.log.topology import (
+    connect,
     declare_stream,
     log_start_offset,
-    node_in_use,
     node_parameters,
 )
 
@@ -119,7 +119,7 @@ class StreamReader:
         retrying(self._subscribe)
 
     def _subscribe(self) -> None:
-        connection = pika.BlockingConnection(self._nodes)
+        connection, node = connect(self._nodes)
         channel = connection.channel()
         declare_stream(channel, self._settings)
         channel.basic_qos(prefetch_count=self._batch_size * 2)
@@ -129,7 +129,7 @@ class StreamReader:
         self._connection, self._channel = connection, channel
         self._cancelled = False
         log.info("reading %s from offset %d on node %s", self._settings.stream, self._next,
-                 node_in_use(connection))
+                 node)
         self._buffer = []
         self._first_delivery = True
 

@@ -38,10 +38,16 @@ def node_parameters(settings: Settings, name: str) -> list[pika.URLParameters]:
     return [connection_parameters(url, name) for url in settings.amqp_urls]
 
 
-def node_in_use(connection: pika.BlockingConnection) -> str:
-    """host:port of the node a connection made from node_parameters reached (no credentials)."""
-    params = connection._impl.params
-    return f"{params.host}:{params.port}"
+def connect(nodes: Sequence[pika.URLParameters]) -> tuple[pika.BlockingConnection, str]:
+    """A blocking connection to the first of `nodes` that answers, with that node's host:port
+    (no credentials); else the last node's error, as pika raises it for a list of nodes."""
+    failed: Exception | None = None
+    for node in nodes:
+        try:
+            return pika.BlockingConnection(node), f"{node.host}:{node.port}"
+        except Exception as exc:  # the next node may answer; the last error is raised below
+            failed = exc
+    raise failed if failed is not None else ValueError("no broker node to connect to")
 
 
 def masked_nodes(settings: Settings) -> str:
@@ -73,7 +79,7 @@ def open_connection(settings: Settings, name: str) -> pika.BlockingConnection:
     """A blocking connection to the first node that answers, or BrokerUnreachable with a
     sentence naming the masked URLs."""
     try:
-        return pika.BlockingConnection(node_parameters(settings, name))
+        return connect(node_parameters(settings, name))[0]
     except pika.exceptions.AMQPError as exc:
         raise BrokerUnreachable(
             f"cannot reach RabbitMQ at {masked_nodes(settings)}: {_reason(exc)}"
@@ -127,6 +133,7 @@ class _Peek:
         self.channel = connection.channel()
         # A peek never acks, and when it cancels pika would reject what is still arriving, which
         # streams answer by closing the connection: unacked stream deliveries are simply dropped.
+        # pika has no public switch for that rejection (and streams refuse auto-ack consumers).
         self.channel._impl.basic_reject = _drop
         self.channel.basic_qos(prefetch_count=limit or PEEK_PREFETCH)
         self.limit = limit

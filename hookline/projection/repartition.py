@@ -269,7 +269,8 @@ class _Appender:
 
     def __init__(self, connection: pika.BlockingConnection) -> None:
         self.connection = connection
-        # a blocking channel waits for each confirm in turn; the channel under it pipelines
+        # a blocking channel waits for each confirm in turn and pika has no public pipelined
+        # mode for it: the (private) channel under it pipelines
         self.channel = connection.channel()._impl
         self.published = 0
         self.unconfirmed: set[int] = set()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -14,6 +14,8 @@ from hookline.log.envelope import Envelope
 
 Headers = Mapping[str, str] | Any
 T = TypeVar("T")
+MAX_TEXT = 255  # an id or a reference longer than this is not one
+REQUIRED = ["Missing data for required field."]  # marshmallow's wording, for hand-read fields
 
 
 class PayloadInvalid(Exception):
@@ -52,10 +54,30 @@ def parse_json(body: bytes) -> Any:
     try:
         return payloads.parse(body)
     except payloads.PayloadRefused as refused:
-        if not refused.path:
-            raise PayloadInvalid(f"the body {refused.message}") from None
-        raise PayloadInvalid(f"the body cannot be kept: {refused.field} {refused.message}",
-                             {refused.field: [refused.message]}) from None
+        raise _invalid(refused) from None
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """The body parsed once, strictly, as the JSON object every sender sends."""
+    return require_object(parse_json(body))
+
+
+def exact_numbers(body: bytes, payload: dict[str, Any], values: Iterable[Any]) -> dict[str, Any]:
+    """`payload`, read again with exact numbers only when one of `values` came as a float:
+    orjson reads a non-integer, or an integer beyond 64 bits, as one, and an amount is exact."""
+    if not any(isinstance(value, float) for value in values):
+        return payload
+    try:
+        return require_object(payloads.parse_exact(body))
+    except payloads.PayloadRefused as refused:
+        raise _invalid(refused) from None
+
+
+def _invalid(refused: payloads.PayloadRefused) -> PayloadInvalid:
+    if not refused.path:
+        return PayloadInvalid(f"the body {refused.message}")
+    return PayloadInvalid(f"the body cannot be kept: {refused.field} {refused.message}",
+                          {refused.field: [refused.message]})
 
 
 def require_object(payload: Any) -> dict[str, Any]:
@@ -63,6 +85,13 @@ def require_object(payload: Any) -> dict[str, Any]:
         raise PayloadInvalid("the body must be a JSON object",
                              {"_schema": ["Expected a JSON object."]})
     return payload
+
+
+def text(value: Any) -> str | None:
+    """`value` when it is a string with something in it, at most MAX_TEXT long; else None."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
+        return None
+    return value
 
 
 class Fields:

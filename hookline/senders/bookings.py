@@ -10,17 +10,10 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from hookline.config import Settings, SettingsError
 from hookline.domain.events import BookingCancelled, BookingCreated, DomainEvent, Rejected
-from hookline.log.envelope import Envelope, exact_json
-from hookline.senders.base import (
-    Delivery,
-    Fields,
-    Headers,
-    PayloadInvalid,
-    parse_json,
-    require_object,
-)
+from hookline.log.envelope import Envelope
+from hookline.senders.base import Delivery, Fields, Headers, exact_numbers, parse_object
+from hookline.senders.schemas import Amount, Currency, validated
 from hookline.senders.signatures import StandardWebhooksVerifier
-from hookline.senders.transactions import Amount, Currency
 
 NAME = "bookings"
 CREATED, CANCELLED = "booking.created", "booking.cancelled"
@@ -97,22 +90,16 @@ def ingress(settings: Settings) -> BookingsIngress | None:
 
 def load(body: bytes) -> tuple[str, dict[str, Any]]:
     """The type and the validated booking; PayloadInvalid with field errors otherwise."""
-    parse_json(body)
-    try:
-        payload = require_object(exact_json(body))
-    except RecursionError:
-        raise PayloadInvalid("the body is nested too deeply") from None
-    try:
-        outer = _NOTIFICATION.load(payload, unknown="include")
-    except ValidationError as exc:
-        raise PayloadInvalid("the booking notification is invalid", _errors(exc)) from None
+    payload = parse_object(body)
+    booking = payload.get("booking")
+    if isinstance(booking, dict):  # its amount and count must be read exactly
+        payload = exact_numbers(body, payload, booking.values())
+    outer = validated(_NOTIFICATION, payload, "the booking notification is invalid")
     schema = _SCHEMAS.get(outer["type"])
     if schema is None:
         return outer["type"], outer["booking"]
-    try:
-        return outer["type"], dict(schema.load(outer["booking"], unknown="include"))
-    except ValidationError as exc:
-        raise PayloadInvalid("the booking is invalid", {"booking": _errors(exc)}) from None
+    return outer["type"], validated(schema, outer["booking"], "the booking is invalid",
+                                    under="booking")
 
 
 def interpret(envelope: Envelope) -> list[DomainEvent]:
@@ -143,8 +130,3 @@ def interpret(envelope: Envelope) -> list[DomainEvent]:
 def _aware(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _errors(exc: ValidationError) -> dict[str, Any]:
-    messages = exc.messages
-    return dict(messages) if isinstance(messages, dict) else {"_schema": messages}

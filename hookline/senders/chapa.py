@@ -16,20 +16,12 @@ from hookline.domain.amounts import AmountInvalid, parse_amount
 from hookline.domain.currencies import exponent, is_currency
 from hookline.domain.events import DomainEvent, PaymentRefunded, PaymentReported, Rejected
 from hookline.log.envelope import Envelope
-from hookline.senders.base import (
-    Delivery,
-    Headers,
-    PayloadInvalid,
-    parse_json,
-    require_object,
-)
+from hookline.senders.base import REQUIRED, Delivery, Headers, PayloadInvalid, parse_object, text
 from hookline.senders.signatures import ChapaVerifier
 
 NAME = "chapa"
 log = logging.getLogger(__name__)
-_MAX_TEXT = 255
 _REFUNDS = frozenset({"charge.refunded", "charge.reversed"})
-_REQUIRED = ["Missing data for required field."]
 _MAX_META = 4096  # a `meta` string longer than this is not read for a reference
 
 
@@ -39,14 +31,14 @@ class ChapaIngress:
 
     def accept(self, headers: Headers, body: bytes) -> Delivery:
         trusted = self._verifier.verify(headers, body)
-        payload = require_object(parse_json(body))
-        kind = _text(payload, "event")
-        tx_ref, reference = _text(payload, "tx_ref"), _text(payload, "reference")
+        payload = parse_object(body)
+        kind = text(payload.get("event"))
+        tx_ref, reference = text(payload.get("tx_ref")), text(payload.get("reference"))
         if kind is None:
-            raise PayloadInvalid("the delivery has no event", {"event": _REQUIRED})
+            raise PayloadInvalid("the delivery has no event", {"event": REQUIRED})
         if tx_ref is None and reference is None:
             raise PayloadInvalid("the delivery has neither tx_ref nor reference",
-                                 {"tx_ref": _REQUIRED, "reference": _REQUIRED})
+                                 {"tx_ref": REQUIRED, "reference": REQUIRED})
         subject = booking_reference(payload) or tx_ref or reference
         assert subject is not None  # one of tx_ref and reference is there, checked above
         return Delivery(key=delivery_key(payload), type=kind, subject=subject, trusted=trusted)
@@ -82,7 +74,7 @@ def booking_reference(payload: dict[str, Any]) -> str | None:
             meta = orjson.loads(meta)
         except orjson.JSONDecodeError:
             return None
-    return _text(meta, "booking_reference")
+    return text(meta.get("booking_reference")) if isinstance(meta, dict) else None
 
 
 def interpret(envelope: Envelope) -> list[DomainEvent]:
@@ -95,7 +87,7 @@ def interpret(envelope: Envelope) -> list[DomainEvent]:
         raise Rejected(f"{kind} cannot be read: {exc}") from None
     if not isinstance(payload, dict):
         raise Rejected(f"{kind} needs a JSON object")
-    tx_ref = _text(payload, "tx_ref")
+    tx_ref = text(payload.get("tx_ref"))
     if tx_ref is None:
         raise Rejected(f"{kind} needs tx_ref")
     currency = _currency(payload, kind)
@@ -109,7 +101,7 @@ def interpret(envelope: Envelope) -> list[DomainEvent]:
         amount=None if refund else amount,
         currency=currency,
         booking_reference=booking_reference(payload),
-        provider_reference=_text(payload, "reference"),
+        provider_reference=text(payload.get("reference")),
         occurred_at=occurred_at,
     )
     if not refund:
@@ -135,16 +127,9 @@ def _amount(payload: dict[str, Any], currency: str, kind: str) -> Decimal:
 
 
 def _created_at(payload: dict[str, Any]) -> datetime | None:
-    text = _text(payload, "created_at")
+    created = text(payload.get("created_at"))
     try:
-        parsed = datetime.fromisoformat(text) if text else None
+        parsed = datetime.fromisoformat(created) if created else None
     except ValueError:
         return None
     return parsed if parsed is not None and parsed.tzinfo is not None else None
-
-
-def _text(container: Any, name: str) -> str | None:
-    value = container.get(name) if isinstance(container, dict) else None
-    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
-        return None
-    return value

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 
 from hookline.config import Settings
-from hookline.domain.events import BookingExpired, DomainEvent, PaymentTimedOut, Rejected
-from hookline.log.envelope import Envelope, encode
-from hookline.senders.base import Ingress
+from hookline.domain.events import BookingExpired, DomainEvent, PaymentTimedOut
+from hookline.log.envelope import Envelope, encode, envelope_id
+from hookline.senders.base import Fields, Ingress
 
 NAME = "scheduler"
 BOOKING_EXPIRED, PAYMENT_TIMED_OUT = "booking.expired", "payment.timed_out"
@@ -51,26 +51,17 @@ def payment_timed_out(source: str, transaction_id: str, booking_reference: str |
 
 def _deadline(kind: str, key: str, subject: str, payload: dict[str, Any],
               now: datetime) -> Deadline:
-    record_id = f"{NAME}:{kind}:{key}"
+    record_id = envelope_id(NAME, f"{kind}:{key}")
     body = orjson.dumps(payload, option=orjson.OPT_UTC_Z)
     return Deadline(record_id, kind, subject, encode(record_id, NAME, kind, subject, now, body))
 
 
 def interpret(envelope: Envelope) -> list[DomainEvent]:
-    payload = envelope.payload()
-    try:
-        if envelope.type == BOOKING_EXPIRED:
-            return [BookingExpired(reference=_text(payload["reference"]))]
-        if envelope.type == PAYMENT_TIMED_OUT:
-            source = payload.get("source")  # absent from records written before it was named
-            return [PaymentTimedOut(transaction_id=_text(payload["transaction_id"]),
-                                    source=None if source is None else _text(source))]
-    except (KeyError, TypeError) as exc:
-        raise Rejected(f"not a valid {envelope.type} record: {exc}") from None
-    return []
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"expected a non-empty string, got {value!r}")
-    return value
+    if envelope.type not in (BOOKING_EXPIRED, PAYMENT_TIMED_OUT):
+        return []
+    record = Fields(envelope.payload(), envelope.type)
+    if envelope.type == BOOKING_EXPIRED:
+        return [BookingExpired(reference=record.text("reference"))]
+    # `source` is absent from records written before it was named
+    return [PaymentTimedOut(transaction_id=record.text("transaction_id"),
+                            source=record.parsed("source", str, optional=True))]

@@ -10,8 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from hookline.config import Settings
-from hookline.domain.amounts import MAX_PLACES, AmountInvalid, checked
-from hookline.domain.currencies import from_minor_units, is_currency
+from hookline.domain.amounts import AmountInvalid, from_minor_units
+from hookline.domain.currencies import exponent, is_currency
 from hookline.domain.events import (
     DomainEvent,
     PaymentDisputed,
@@ -21,15 +21,13 @@ from hookline.domain.events import (
     Rejected,
 )
 from hookline.log.envelope import Envelope
-from hookline.senders.base import Delivery, Headers, PayloadInvalid, parse_json, require_object
+from hookline.senders.base import REQUIRED, Delivery, Headers, PayloadInvalid, parse_object, text
 from hookline.senders.signatures import StripeVerifier
 
 NAME = "stripe"
 log = logging.getLogger(__name__)
-_MAX_TEXT = 255
 # Where Stripe's minor unit differs from ISO 4217 (Stripe's currencies guide, special cases).
 _STRIPE_EXPONENTS = {"ISK": 2, "MGA": 0}
-_REQUIRED = ["Missing data for required field."]
 
 
 class StripeIngress:
@@ -38,12 +36,12 @@ class StripeIngress:
 
     def accept(self, headers: Headers, body: bytes) -> Delivery:
         self._verifier.verify(headers.get("Stripe-Signature"), body)
-        event = require_object(parse_json(body))
-        key, kind = _text(event.get("id")), _text(event.get("type"))
+        event = parse_object(body)
+        key, kind = text(event.get("id")), text(event.get("type"))
         if key is None:
-            raise PayloadInvalid("the event needs an id", {"id": _REQUIRED})
+            raise PayloadInvalid("the event needs an id", {"id": REQUIRED})
         if kind is None:
-            raise PayloadInvalid("the event needs a type", {"type": _REQUIRED})
+            raise PayloadInvalid("the event needs a type", {"type": REQUIRED})
         return Delivery(key=key, type=kind, subject=subject(event) or key)
 
 
@@ -67,7 +65,7 @@ def booking_reference(obj: dict[str, Any]) -> str | None:
     """`metadata.booking_reference` only: client_reference_id is often a user id, not a
     booking, and a guessed reference could confirm the wrong booking."""
     metadata = obj.get("metadata")
-    return _text(metadata.get("booking_reference")) if isinstance(metadata, dict) else None
+    return text(metadata.get("booking_reference")) if isinstance(metadata, dict) else None
 
 
 def payment_id(obj: dict[str, Any]) -> str | None:
@@ -129,18 +127,16 @@ class _Object:
 
     def failure_reason(self) -> str | None:
         error = self.fields.get("last_payment_error")
-        message = _text(error.get("message")) if isinstance(error, dict) else None
-        reason = _text(self.fields.get("cancellation_reason"))
+        message = text(error.get("message")) if isinstance(error, dict) else None
+        reason = text(self.fields.get("cancellation_reason"))
         return message or (f"canceled: {reason}" if reason else None)
 
 
 def major_units(minor: int, currency: str) -> Decimal:
-    """Stripe's minor units as an exact major-unit amount, by the rules of every amount."""
-    exponent = _STRIPE_EXPONENTS.get(currency)
-    if exponent is None:
-        return checked(from_minor_units(minor, currency), MAX_PLACES)
-    sign, digits, _ = Decimal(minor).as_tuple()
-    return checked(Decimal((sign, digits, -exponent)), MAX_PLACES)
+    """Stripe's minor units of an upper-case ISO 4217 code as an exact major-unit amount."""
+    if currency in _STRIPE_EXPONENTS:
+        return from_minor_units(minor, _STRIPE_EXPONENTS[currency])
+    return from_minor_units(minor, exponent(currency))
 
 
 def _intent(status: PaymentStatus) -> Callable[[_Object], list[DomainEvent]]:
@@ -234,10 +230,4 @@ def _id_of(value: Any) -> str | None:
     """An id given as a string, or as an expanded object."""
     if isinstance(value, dict):
         value = value.get("id")
-    return _text(value)
-
-
-def _text(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
-        return None
-    return value
+    return text(value)

@@ -3,47 +3,27 @@
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
 from hookline.config import Settings, SettingsError
-from hookline.domain.amounts import AmountInvalid, parse_amount
-from hookline.domain.currencies import is_currency
 from hookline.domain.events import DomainEvent, PaymentReported, Rejected
-from hookline.log.envelope import Envelope, exact_json
+from hookline.log.envelope import Envelope
 from hookline.senders.base import (
     Delivery,
     Fields,
     Headers,
     PayloadInvalid,
-    parse_json,
-    require_object,
+    exact_numbers,
+    parse_object,
 )
+from hookline.senders.schemas import Amount, Currency, validated
 from hookline.senders.signatures import StandardWebhooksVerifier
 
 NAME = "transactions"
 INVALID = "transaction.invalid"
 log = logging.getLogger(__name__)
-
-
-class Amount(fields.Field[Decimal]):
-    """An amount by the rules of hookline.domain.amounts, from a JSON number or string."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
-        try:
-            return parse_amount(value)
-        except AmountInvalid as exc:
-            raise ValidationError(f"Not a valid amount: {exc}.") from None
-
-
-class Currency(fields.String):
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        code = super()._deserialize(value, attr, data, **kwargs)
-        if not is_currency(code):
-            raise ValidationError("Not an ISO 4217 currency code.")
-        return code
 
 
 _id = validate.Length(min=1, max=128)
@@ -91,14 +71,14 @@ class TransactionsIngress:
                         "accepted unsigned, as untrusted reports")
 
     def accept(self, headers: Headers, body: bytes) -> Delivery:
-        if self._verifier is None:
-            data = load(body)
-        else:
-            message_id = self._verifier.verify(headers, body)
-            try:
-                data = load(body)
-            except PayloadInvalid as invalid:
-                return _recorded_invalid(body, message_id, invalid)
+        message_id = None if self._verifier is None else self._verifier.verify(headers, body)
+        payload = parse_object(body)
+        try:
+            data = _validated(payload, body)
+        except PayloadInvalid as invalid:
+            if message_id is None:
+                raise
+            return _recorded_invalid(payload, message_id, invalid)
         status = data["status"]
         return Delivery(
             # a status update is a new fact; the same report repeated is a duplicate
@@ -109,15 +89,16 @@ class TransactionsIngress:
         )
 
 
-def _recorded_invalid(body: bytes, message_id: str, invalid: PayloadInvalid) -> Delivery:
+def _recorded_invalid(payload: dict[str, Any], message_id: str,
+                      invalid: PayloadInvalid) -> Delivery:
     """A signed sender retries a 4xx for days: keep what it sent, and reject it when projecting.
 
     Only a JSON object naming a valid transaction_id qualifies; the key is the sender's message
     id, so a corrected delivery of the same transaction is not taken for a duplicate.
     """
-    if "transaction_id" in invalid.errors or not isinstance(parse_json(body), dict):
+    if "transaction_id" in invalid.errors:
         raise invalid
-    transaction_id = str(parse_json(body)["transaction_id"])
+    transaction_id = str(payload["transaction_id"])
     return Delivery(key=f"invalid:{message_id}", type=INVALID, subject=transaction_id)
 
 
@@ -127,16 +108,13 @@ def ingress(settings: Settings) -> TransactionsIngress:
 
 def load(body: bytes) -> dict[str, Any]:
     """Parse and validate a body; PayloadInvalid with field errors when it is not one."""
-    payload = require_object(parse_json(body))
-    if isinstance(payload.get("amount"), float):  # re-read the literal exactly
-        try:
-            payload["amount"] = exact_json(body)["amount"]
-        except RecursionError:
-            raise PayloadInvalid("the body is nested too deeply") from None
-    try:
-        return dict(_SCHEMA.load(payload, unknown="include"))
-    except ValidationError as exc:
-        raise PayloadInvalid("the transaction is invalid", _field_errors(exc)) from None
+    return _validated(parse_object(body), body)
+
+
+def _validated(payload: dict[str, Any], body: bytes) -> dict[str, Any]:
+    """The parsed body validated, its amount exact; PayloadInvalid with field errors if not."""
+    payload = exact_numbers(body, payload, [payload.get("amount")])
+    return validated(_SCHEMA, payload, "the transaction is invalid")
 
 
 def interpret(envelope: Envelope) -> list[DomainEvent]:
@@ -163,8 +141,3 @@ def interpret(envelope: Envelope) -> list[DomainEvent]:
         failure_reason=data.optional_text("failure_reason"),
         occurred_at=envelope.received_at,
     )]
-
-
-def _field_errors(exc: ValidationError) -> dict[str, Any]:
-    messages = exc.messages
-    return dict(messages) if isinstance(messages, dict) else {"_schema": messages}

@@ -14,7 +14,7 @@ from werkzeug.exceptions import (
 )
 
 from hookline.config import Settings
-from hookline.log.envelope import encode, utcnow
+from hookline.log.envelope import encode, envelope_id, utcnow
 from hookline.log.publisher import LogUnavailable, Publisher
 from hookline.senders.base import PayloadInvalid
 from hookline.senders.registry import ingresses
@@ -87,26 +87,26 @@ def create_app(settings: Settings, publisher: Publisher) -> Flask:
             raise _Refused("invalid_payload", 422, "invalid_payload", str(exc),
                            fields=exc.errors) from None
         received_at = utcnow()
-        envelope_id = f"{source}:{delivery.key}"
-        if len(envelope_id.encode()) > 255:  # the id travels as an AMQP short string
+        record_id = envelope_id(source, delivery.key)
+        if len(record_id.encode()) > 255:  # the id travels as an AMQP short string
             raise _Refused("invalid_payload", 422, "invalid_payload",
                            "the delivery's idempotency key is longer than 255 bytes")
-        record = encode(envelope_id, source, delivery.type, delivery.subject, received_at, body,
+        record = encode(record_id, source, delivery.type, delivery.subject, received_at, body,
                         delivery.trusted)
         publish_started = perf_counter()
         metrics.PUBLISH_INFLIGHT.inc()
         try:
-            publisher.publish(settings.stream_for(delivery.subject), envelope_id, record,
+            publisher.publish(settings.stream_for(delivery.subject), record_id, record,
                               received_at)
         except LogUnavailable as exc:
             log.warning("not accepted, log unavailable: id=%s source=%s reason=%s",
-                        envelope_id, source, exc)
+                        record_id, source, exc)
             raise _Refused("unavailable", 503, "log_unavailable", str(exc),
                            headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
         finally:
             metrics.PUBLISH_INFLIGHT.dec()
         metrics.PUBLISH_SECONDS.observe(perf_counter() - publish_started)
-        return json_response(202, {"id": envelope_id, "status": "accepted"})
+        return json_response(202, {"id": record_id, "status": "accepted"})
 
     @app.get("/")
     def health() -> Response:

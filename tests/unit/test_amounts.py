@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from hookline.domain.amounts import AmountInvalid, parse_amount
+from hookline.domain.amounts import AmountInvalid, from_minor_units, parse_amount
 from hookline.domain.events import Rejected
 from hookline.log.envelope import Envelope
 from hookline.senders import chapa, stripe
@@ -33,6 +33,17 @@ def test_the_parser_reads_exactly_and_counts_places() -> None:
     assert parse_amount(Decimal("0.0001")) == Decimal("0.0001")
     with pytest.raises(AmountInvalid, match="2 decimal places"):
         parse_amount("1.005", 2)
+
+
+def test_minor_units_convert_exactly_by_the_same_rules() -> None:
+    assert str(from_minor_units(1099, 2)) == "10.99"
+    assert str(from_minor_units(10**17 - 1, 2)) == "999999999999999.99"  # no rounding
+    assert str(from_minor_units(12345, 4)) == "1.2345"
+    for minor, rule in [(0, "positive"), (-5, "positive"), (10**17, "10\\^15")]:
+        with pytest.raises(AmountInvalid, match=rule):
+            from_minor_units(minor, 2)
+    with pytest.raises(AmountInvalid, match="2 decimal places"):
+        from_minor_units(1, 3, places=2)
 
 
 def chapa_charge(amount: Any) -> list[Any]:

@@ -167,3 +167,14 @@ def test_deadline_records_cannot_be_posted_from_outside() -> None:
     with pytest.raises(Rejected):
         deadlines.interpret(decode(encode("scheduler:x", "scheduler", "booking.expired", "x",
                                           NOW, b"{}")))
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"[]", "booking.expired: expected an object"),
+    (b'{"reference": 5}', "booking.expired.reference: expected a non-empty string"),
+])
+def test_a_malformed_deadline_record_is_rejected_naming_the_field(payload: bytes,
+                                                                  reason: str) -> None:
+    record = encode("scheduler:x", "scheduler", "booking.expired", "x", NOW, payload)
+    with pytest.raises(Rejected, match=f"^{reason}$"):
+        deadlines.interpret(decode(record))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookline.log.envelope import Envelope, decode, encode
+from hookline.log.envelope import Envelope, decode, encode, envelope_id
 
 RECEIVED = datetime(2024, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -143,3 +143,8 @@ def test_a_mark_that_is_not_a_boolean_is_not_a_record() -> None:
            b'"received_at":"2024-05-17T09:30:15Z","trusted":"no","payload":{}}'
     with pytest.raises(ValueError, match="not an envelope"):
         decode(body)
+
+
+def test_an_envelope_id_is_the_source_and_its_key() -> None:
+    assert envelope_id("stripe", "evt_1") == "stripe:evt_1"
+    assert envelope_id("scheduler", "booking.expired:BK-1") == "scheduler:booking.expired:BK-1"

@@ -249,3 +249,29 @@ def test_a_signed_invalid_delivery_is_kept_and_rejected_naming_the_field() -> No
                            delivery.subject, datetime.now(UTC), raw))
     with pytest.raises(Rejected, match="currency"):
         interpret(record)
+
+
+@pytest.mark.parametrize(("amount", "reads"), [(b'"149.90"', ["parse"]),
+                                               (b"149.90", ["parse", "parse_exact"])])
+def test_a_signed_delivery_is_parsed_once_unless_its_amount_must_be_read_exactly(
+        amount: bytes, reads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookline.log import payloads
+
+    parses: list[str] = []
+
+    def counted(name: str) -> Any:
+        original = getattr(payloads, name)
+
+        def parse(raw: bytes) -> Any:
+            parses.append(name)
+            return original(raw)
+        return parse
+
+    for name in ("parse", "parse_exact"):
+        monkeypatch.setattr(payloads, name, counted(name))
+    ingress = TransactionsIngress(Settings(transactions_secrets=(SECRET,)))
+    valid = raw(body()).replace(b'"149.90"', amount)
+    for payload in (valid, valid.replace(b'"EUR"', b'"EURO"')):  # kept as invalid, too
+        parses.clear()
+        ingress.accept(signed(payload), payload)
+        assert parses == reads
