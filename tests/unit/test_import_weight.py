@@ -14,9 +14,9 @@ import pytest
 import hookline.senders
 
 WEB = {"flask", "werkzeug"}
-# the senders that validate ingress with marshmallow schemas today (bookings reuses
-# transactions' fields), and the registry, which loads every sender
-USE_MARSHMALLOW = {"transactions", "bookings", "registry"}
+# the senders that validate ingress with marshmallow schemas, the fields they share
+# (schemas), and the registry, which loads every sender
+USE_MARSHMALLOW = {"transactions", "bookings", "schemas", "registry"}
 SENDER_MODULES = sorted(path.stem for path in Path(hookline.senders.__file__).parent.glob("*.py")
                         if path.stem != "__init__")
 
