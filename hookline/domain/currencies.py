@@ -43,17 +43,6 @@ def exponent(code: str) -> int:
         raise KeyError(f"unknown currency code {code!r}") from None
 
 
-def from_minor_units(amount: int, currency: str) -> Decimal:
-    """Exact major-unit amount, e.g. (1099, "usd") -> Decimal("10.99")."""
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        raise TypeError("amount must be an int in minor units")
-    # ASCII first: str.upper() maps some non-ASCII letters onto ASCII ones (dotless i -> "I").
-    code = currency.upper() if currency.isascii() else currency
-    sign, digits, _ = Decimal(amount).as_tuple()
-    # Built from the tuple, not by division, so no context precision can round it.
-    return Decimal((sign, digits, -exponent(code)))
-
-
 def format_amount(amount: Decimal | None, currency: str | None) -> str | None:
     """A decimal string with at least the currency's minor-unit places, never fewer digits."""
     if amount is None:

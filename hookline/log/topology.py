@@ -12,6 +12,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from hookline.config import Settings, mask_url
+from hookline.log.ends import LogEnd, LogEnds
 
 log = logging.getLogger(__name__)
 PEEK_SECONDS = 0.5
@@ -180,9 +181,6 @@ def _reason(exc: BaseException) -> str:
 
 def _drop(*_args: Any, **_kwargs: Any) -> None:
     """Stands in for basic_reject on a peek channel."""
-
-
-from hookline.log.ends import LogEnd, LogEnds  # noqa: E402 - beside the one function using them
 
 
 def read_log_ends(settings: Settings) -> LogEnds:

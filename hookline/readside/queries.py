@@ -277,21 +277,21 @@ def retry_email(conn: Connection, email_id: int) -> Row:
     return outbox.retry(_driver(conn), email_id)
 
 
-def status(conn: Connection, log: LogEnds) -> Row:
+def status(conn: Connection, log_ends: LogEnds) -> Row:
     """The log's end per partition, each consumer's checkpoint and its lag behind its own
     partition's end (null for a consumer that is no partition's projector), the outbox."""
-    count = len(log.partitions)
+    count = len(log_ends.partitions)
     readers = {consumer_name(PROJECTOR, k, count): k for k in range(count)}
     consumers = [
         {"consumer": name, "checkpoint": checkpoint,
-         "lag": _lag(log.partitions[readers[name]] if name in readers else None, checkpoint)}
+         "lag": _lag(log_ends.partitions[readers[name]] if name in readers else None, checkpoint)}
         for name, checkpoint in checkpoints.every(_driver(conn))]
-    whole = log.whole()
+    whole = log_ends.whole()
     return {
         "log": {"stream": whole.stream, "end_offset": whole.end_offset, "error": whole.error},
         "partitions": [{"partition": k, "stream": end.stream, "end_offset": end.end_offset,
                         "error": end.error, "consumer": consumer_name(PROJECTOR, k, count)}
-                       for k, end in enumerate(log.partitions)],
+                       for k, end in enumerate(log_ends.partitions)],
         "consumers": consumers,
         "outbox": _outbox_status(conn),
     }
