@@ -77,3 +77,11 @@ def _load_payments(conn: psycopg.Connection[Any], references: set[str],
         if state.booking_reference in references:
             payments.setdefault(state.booking_reference, {})[payment_key(state)] = state
     return payments
+
+
+def expired(conn: psycopg.Connection[Any], limit: int) -> list[tuple[str, datetime]]:
+    """Pending bookings past their expiry, oldest first: (reference, expires_at)."""
+    return conn.execute(
+        "SELECT reference, expires_at FROM bookings "
+        "WHERE status = 'pending' AND expires_at <= now() ORDER BY expires_at LIMIT %s",
+        (limit,)).fetchall()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import fields
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
@@ -37,3 +38,14 @@ def of_bookings(conn: psycopg.Connection[Any],
 def upsert(conn: psycopg.Connection[Any], states: Iterable[TransactionState]) -> None:
     """Write each state over the row with its key, or as a new row."""
     bulk.upsert(conn, "transactions", COLUMNS, ["transaction_id", "source"], map(_ROW, states))
+
+
+def timed_out(conn: psycopg.Connection[Any], seconds: float,
+              limit: int) -> list[tuple[str, str, str | None, datetime]]:
+    """Trusted payments pending for `seconds` or longer, oldest first:
+    (source, transaction_id, booking_reference, created_at)."""
+    return conn.execute(
+        "SELECT source, transaction_id, booking_reference, created_at FROM transactions "
+        "WHERE status = 'pending' AND trusted "
+        "AND created_at <= now() - make_interval(secs => %s) ORDER BY created_at LIMIT %s",
+        (seconds, limit)).fetchall()

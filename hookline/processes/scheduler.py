@@ -16,6 +16,7 @@ import psycopg
 from prometheus_client import Counter
 
 from hookline.config import Settings
+from hookline.db import bookings, transactions
 from hookline.lifecycle import Stopper
 from hookline.log.envelope import utcnow
 from hookline.log.publisher import LogUnavailable, Publisher
@@ -29,17 +30,6 @@ PUBLISHERS = 16
 
 TIMERS_FIRED = Counter("hookline_timers_fired", "Deadline records appended to the log, by kind.",
                        ["kind"])
-
-_EXPIRED = (
-    "SELECT reference, expires_at FROM bookings "
-    "WHERE status = 'pending' AND expires_at <= now() ORDER BY expires_at LIMIT %s"
-)
-_TIMED_OUT = (
-    "SELECT source, transaction_id, booking_reference, created_at FROM transactions "
-    "WHERE status = 'pending' AND trusted "
-    "AND created_at <= now() - make_interval(secs => %s) "
-    "ORDER BY created_at LIMIT %s"
-)
 
 
 class Scheduler(LeaderLoop):
@@ -86,9 +76,8 @@ class Scheduler(LeaderLoop):
         if self.conn is None or self.conn.closed or self.conn.broken:
             self.conn = psycopg.connect(self.settings.psycopg_url, autocommit=True)
         now = utcnow()
-        expired = self.conn.execute(_EXPIRED, (LIMIT,)).fetchall()
-        timed_out = self.conn.execute(
-            _TIMED_OUT, (self.settings.payment_timeout, LIMIT)).fetchall()
+        expired = bookings.expired(self.conn, LIMIT)
+        timed_out = transactions.timed_out(self.conn, self.settings.payment_timeout, LIMIT)
         return ([booking_expired(reference, expires_at, now) for reference, expires_at in expired]
                 + [payment_timed_out(source, tx, reference, since, now)
                    for source, tx, reference, since in timed_out])
