@@ -185,7 +185,7 @@ def requires(role: Role, action: str,
         @functools.wraps(view)
         def checked(*args: Any, **kwargs: Any) -> Any:
             who, named = caller(), list(targets(request.view_args or {}))
-            g.action = (action, named)
+            g.audit_action = (action, named)
             if not who.may(role):
                 _audit_apart(who.name, action, named, {"role": who.role}, "refused")
                 abort(403, f"token {who.name!r} is a {who.role}: {action} needs the {role} "
@@ -206,7 +206,7 @@ def record_action(conn: sqlalchemy.Connection, detail: Mapping[str, Any] | None 
                   targets: Sequence[str] | None = None) -> int:
     """The `succeeded` audit row of the action under way (as `requires` names it), in the
     action's transaction; `targets` when they are known only now (a filter's records)."""
-    action, named = g.action
+    action, named = g.audit_action
     return audit.record(conn, caller().name, action, named if targets is None else targets,
                         detail)
 
