@@ -20,7 +20,7 @@ import pika
 import psycopg
 from psycopg import sql
 
-from hookline.config import Settings
+from hookline.config import OperatorToken, Settings
 from hookline.db.schema import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def scratch(prefix: str, partitions: int = 1) -> Iterator[Settings]:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     settings = Settings(database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
                         amqp_url=AMQP_URL, stream=f"bench.{name}", partitions=partitions,
-                        operator_tokens=(BENCH_TOKEN,))
+                        operator_tokens=(OperatorToken("bench", "operator", BENCH_TOKEN),))
     migrate(settings)
     try:
         yield settings

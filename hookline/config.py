@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
@@ -32,6 +32,24 @@ _WELL_KNOWN = frozenset({
 
 class SettingsError(Exception):
     """A setting is invalid; the message names the variable and what is wrong."""
+
+
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = get_args(Role)
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+@dataclass(frozen=True)
+class OperatorToken:
+    """Who may call the operator API: a name (what the audit trail shows), a role, a token."""
+
+    name: str
+    role: Role
+    token: str = field(repr=False)  # a printed Settings must not show it
+
+    def may(self, role: Role) -> bool:
+        """Whether this token's role includes `role` (an operator may do what a viewer may)."""
+        return ROLES.index(self.role) >= ROLES.index(role)
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,7 @@ class Settings:
     bookings_public_keys: tuple[str, ...] = ()
     transactions_public_keys: tuple[str, ...] = ()
     transactions_unsigned: bool = False  # development only: accept them, never trusted
-    operator_tokens: tuple[str, ...] = ()
+    operator_tokens: tuple[OperatorToken, ...] = ()
     metrics_tokens: tuple[str, ...] = ()
     development: bool = False
     booking_ttl: int = 15 * 60
@@ -148,7 +166,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         transactions_public_keys=read.secrets("HOOKLINE_TRANSACTIONS_PUBLIC_KEYS"),
         transactions_unsigned=read.parsed("HOOKLINE_TRANSACTIONS_UNSIGNED", False, _allow,
                                           "allow or refuse"),
-        operator_tokens=read.secrets("HOOKLINE_OPERATOR_TOKENS"),
+        operator_tokens=read.operator_tokens("HOOKLINE_OPERATOR_TOKENS"),
         metrics_tokens=read.secrets("HOOKLINE_METRICS_TOKENS"),
         development=development,
         booking_ttl=read.parsed("HOOKLINE_BOOKING_TTL", Settings.booking_ttl, parse_duration,
@@ -229,6 +247,14 @@ class _Reader:
 
     def secrets(self, name: str, standard: bool = False) -> tuple[str, ...]:
         """Comma-separated secrets; set at all, each must be a real one (fail closed)."""
+        items = self.items(name)
+        for position, item in enumerate(items, 1):
+            check_secret(self.where(name), position, item, standard)
+            self.refuse_well_known(self.where(name), item)
+        return items
+
+    def items(self, name: str) -> tuple[str, ...]:
+        """The comma-separated items of a list of secrets: none when unset, some when set."""
         if name not in self.env and not self.env.get(f"{name}_FILE"):
             return ()  # not configured
         where, value = self.where(name), self.raw(name) or ""
@@ -236,10 +262,21 @@ class _Reader:
         if not any(items):
             raise SettingsError(f"{where} is set but holds no secret; give at least one of "
                                 f"{MIN_SECRET_BYTES} bytes or more, or unset it")
-        for position, item in enumerate(items, 1):
-            check_secret(where, position, item, standard)
-            self.refuse_well_known(where, item)
         return items
+
+    def operator_tokens(self, name: str) -> tuple[OperatorToken, ...]:
+        """`name:role:token` entries, or plain tokens (operators named token-N by position)."""
+        where = self.where(name)
+        tokens = tuple(_operator_token(where, position, entry)
+                       for position, entry in enumerate(self.items(name), 1))
+        for seen, later in ((a, b) for i, a in enumerate(tokens) for b in tokens[i + 1:]):
+            if seen.name == later.name or seen.token == later.token:
+                what = "name" if seen.name == later.name else "token"
+                raise SettingsError(f"{where} gives the same {what} to two entries; each "
+                                    "token needs a name and a value of its own")
+        for token in tokens:
+            self.refuse_well_known(where, token.token)
+        return tokens
 
     def refuse_well_known(self, where: str, value: str) -> None:
         if not self.development and (value in _WELL_KNOWN or DEVELOPMENT_MARK in value):
@@ -277,6 +314,26 @@ def check_secret(where: str, position: int, secret: str, standard: bool) -> None
         decoded = " once decoded" if standard else ""
         raise SettingsError(f"{where} must hold {noun} of at least {MIN_SECRET_BYTES} bytes "
                             f"each{decoded}; #{position} is shorter")
+
+
+def _operator_token(where: str, position: int, entry: str) -> OperatorToken:
+    """One entry of HOOKLINE_OPERATOR_TOKENS; a sentence never quotes it: a plain token may
+    hold a colon, so any part of an entry may be secret."""
+    if ":" not in entry:  # as before roles: an operator, named by its place in the list
+        check_secret(where, position, entry, standard=False)
+        return OperatorToken(f"token-{position}", "operator", entry)
+    name, _, rest = entry.partition(":")
+    role, _, token = rest.partition(":")
+    if role not in ROLES:
+        raise SettingsError(f"{where}: entry #{position} has a colon, so it must be "
+                            f"name:role:token with a role of {' or '.join(ROLES)}")
+    if not _TOKEN_NAME.fullmatch(name):
+        raise SettingsError(f"{where}: entry #{position} needs a name of 1 to 64 letters, "
+                            "digits, '.', '_', '-' or '@', starting with a letter or digit")
+    if not token.strip():
+        raise SettingsError(f"{where}: entry #{position} has no token after its role")
+    check_secret(where, position, token, standard=False)
+    return OperatorToken(name, role, token)
 
 
 def parse_duration(value: str) -> int:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Date,
     DateTime,
     Identity,
@@ -20,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 Timestamp = Annotated[datetime, mapped_column(DateTime(timezone=True))]
@@ -77,6 +78,28 @@ class OperatorRejection(Base):
     offset: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     reason: Mapped[str] = mapped_column(Text)
     rejected_at: Mapped[Timestamp]
+
+
+class OperatorAudit(Base):
+    """One operator action (or refused or failed attempt): who, what, when, on which records."""
+
+    __tablename__ = "operator_audit"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    actor: Mapped[str] = mapped_column(Text)  # a token's name or cli:<OS user>, never a token
+    action: Mapped[str] = mapped_column(Text)
+    targets: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    detail: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    outcome: Mapped[str] = mapped_column(String(20))
+
+    __table_args__ = (
+        CheckConstraint("outcome IN ('succeeded', 'refused', 'failed')",
+                        name="operator_audit_outcome"),
+        # GET /v1/audit's filters, each read newest first
+        Index("operator_audit_actor", "actor", "id"),
+        Index("operator_audit_action", "action", "id"),
+        Index("operator_audit_at", "at"),
+    )
 
 
 class Transaction(Base):

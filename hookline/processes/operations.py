@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hookline.config import Settings
 
 if TYPE_CHECKING:
+    import psycopg
+
     from hookline.lifecycle import Stopper
     from hookline.projection.rebuild import Report
 
@@ -169,6 +175,41 @@ def _upto(report: Report) -> str:
                      for consumer, offset in sorted(report.checkpoints.items()))
 
 
+def cli_actor() -> str:
+    """`cli:<OS user>`: who ran a command, as the audit trail names them."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        user = f"uid-{os.getuid()}"
+    return f"cli:{user}"
+
+
+@dataclass
+class AuditEntry:
+    """What the audit row of the action under way will say; the action may fill it in."""
+
+    targets: list[str]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def audited(conn: psycopg.Connection[Any], action: str, targets: Sequence[str] = (),
+            failures: tuple[type[Exception], ...] = ()) -> Iterator[AuditEntry]:
+    """The block's work and its audit row (actor cli:<OS user>) in one transaction; one of
+    `failures` raised by it is audited `failed`, in a transaction of its own, and raised on."""
+    from hookline.db import audit
+
+    entry, actor = AuditEntry(list(targets)), cli_actor()
+    try:
+        with conn.transaction():
+            yield entry
+            audit.record(conn, actor, action, entry.targets, entry.detail)
+    except failures as exc:
+        audit.record(conn, actor, action, entry.targets,
+                     {**entry.detail, "error": str(exc.args[0])}, "failed")
+        raise
+
+
 def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
     import psycopg
 
@@ -179,11 +220,17 @@ def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:
     try:
         with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
             if args.all_dead:
-                ids = outbox.retry_dead(conn)
+                with audited(conn, "outbox.retry_dead") as entry:
+                    ids = outbox.retry_dead(conn)
+                    entry.targets, entry.detail = [f"outbox:{i}" for i in ids], {
+                        "count": len(ids)}
                 print(f"{len(ids)} dead emails are pending again"
                       + (f": {', '.join(map(str, ids))}" if ids else ""))
                 return
-            row = outbox.retry(conn, args.id)
+            with audited(conn, "outbox.retry", [f"outbox:{args.id}"],
+                         (outbox.EmailMissing, outbox.NotRetryable)) as entry:
+                row = outbox.retry(conn, args.id)
+                entry.detail = {"template": row["template"]}
     except (outbox.EmailMissing, outbox.NotRetryable) as exc:
         sys.exit(f"hookline: {exc.args[0]}")
     print(f"email {row['id']} ({row['template']} to {row['recipient']}) is pending again")
@@ -211,8 +258,12 @@ def events_reject_command(settings: Settings, args: argparse.Namespace) -> None:
                  f"ends at offset {end.end_offset})")
     consumer = consumer_name(PROJECTOR, args.partition, settings.partitions)
     try:
-        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn, audited(
+                conn, "events.reject", [f"events:{args.partition}:{args.offset}"],
+                (rejections.AlreadyProjected,)) as entry:
+            entry.detail = {"reason": reason}
             replaced = rejections.add(conn, consumer, args.partition, args.offset, reason)
+            entry.detail["replaced"] = replaced
     except rejections.AlreadyProjected as exc:
         sys.exit(f"hookline: {exc}")
     print(f"offset {args.offset} of partition {args.partition} will be projected rejected "

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar, cast
 
 import orjson
 import sqlalchemy
-from flask import Flask, Response, abort, request
+from flask import Flask, Response, abort, current_app, g, request
 from flask.json.provider import JSONProvider
 from flask_smorest import Api, Blueprint
 from marshmallow import RAISE, Schema, ValidationError
 from sqlalchemy.engine import Engine
 from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import PathConverter
 
-from hookline.config import Settings
+from hookline.config import OperatorToken, Role, Settings
+from hookline.db import audit
 from hookline.log.topology import read_log_ends
 from hookline.readside import queries
+from hookline.readside.audit import AUDIT
 from hookline.senders.base import Interpreter
 from hookline.senders.registry import interpreters
 from hookline.web.http import (
@@ -32,6 +35,8 @@ from hookline.web.http import (
 from hookline.web.schemas import (
     MAX_BIGINT,
     AmbiguousOut,
+    AuditFilters,
+    AuditPage,
     BookingDetail,
     BookingFilters,
     BookingPage,
@@ -55,6 +60,7 @@ from hookline.web.schemas import (
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 F = TypeVar("F", bound=Callable[..., Any])
+AUDIT_ENGINE = "hookline.audit_engine"  # app.extensions key: where refusals are recorded
 
 
 class _AnyId(PathConverter):
@@ -108,28 +114,33 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
         "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
     api.register_field(Cursor, "string", None)
     app.url_map.converters["id"] = _AnyId
-    tokens = [token.encode() for token in settings.operator_tokens]
+    operators = settings.operator_tokens
     # a scraper's token reads /metrics and nothing else
-    scrapers = tokens + [token.encode() for token in settings.metrics_tokens]
+    scrapers = operators + tuple(OperatorToken(f"metrics-{k}", "viewer", token)
+                                 for k, token in enumerate(settings.metrics_tokens, 1))
+    app.extensions[AUDIT_ENGINE] = engine
 
     @app.before_request
     def authenticate() -> Response | None:
         if request.path in PUBLIC_PATHS:
             return None
-        allowed = scrapers if request.path == "/metrics" else tokens
-        if not _token_valid(request.headers.get("Authorization", ""), allowed):
+        allowed = scrapers if request.path == "/metrics" else operators
+        found = _token_of(request.headers.get("Authorization", ""), allowed)
+        if found is None:
             return json_response(401, {"error": "unauthorized",
                                        "detail": "send a valid operator token as "
                                                  "'Authorization: Bearer <token>'"},
                                  headers={"WWW-Authenticate": "Bearer"})
+        g.operator = found
         return None
 
     # one statement per transaction: a reader never holds a lock across statements
     reader = engine.execution_options(isolation_level="AUTOCOMMIT")
     sources = interpreters()
     for blueprint in (_transactions_blueprint(reader, sources), _bookings_blueprint(reader),
-                      _events_blueprint(reader, settings.partitions), _outbox_blueprint(reader),
-                      _status_blueprint(settings, reader)):
+                      _events_blueprint(reader, settings.partitions),
+                      _outbox_blueprint(reader, engine), _status_blueprint(settings, reader),
+                      _audit_blueprint(reader)):
         api.register_blueprint(blueprint)
     _health_routes(app, engine)
     app.add_url_rule("/metrics", "metrics", metrics_view)
@@ -146,14 +157,66 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
     return app
 
 
-def _token_valid(header: str, tokens: list[bytes]) -> bool:
+def _token_of(header: str, tokens: Sequence[OperatorToken]) -> OperatorToken | None:
+    """The token the bearer header carries, or None."""
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        return False
+        return None
     candidate = given.strip().encode()
     # compare against every token, always, so timing does not reveal which one was close
-    matches = [hmac.compare_digest(candidate, token) for token in tokens]
-    return any(matches)
+    matches = [hmac.compare_digest(candidate, token.token.encode()) for token in tokens]
+    return next((token for token, match in zip(tokens, matches, strict=True) if match), None)
+
+
+def caller() -> OperatorToken:
+    """Who is calling: the token this request was authenticated with."""
+    found: OperatorToken = g.operator
+    return found
+
+
+def requires(role: Role, action: str,
+             targets: Callable[[Mapping[str, Any]], Sequence[str]] = lambda _: ()
+             ) -> Callable[[F], F]:
+    """Only a token of `role` (or above) may call the view: others get a 403 and an audit row
+    `refused`; a 4xx from the view itself is audited `failed`. `targets` names the records
+    from the URL's arguments. The view writes the `succeeded` row with `record_action`, in
+    the transaction of the action."""
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            who, named = caller(), list(targets(request.view_args or {}))
+            g.audit_action = (action, named)
+            if not who.may(role):
+                _audit_apart(who.name, action, named, {"role": who.role}, "refused")
+                abort(403, f"token {who.name!r} is a {who.role}: {action} needs the {role} "
+                           "role")
+            try:
+                return view(*args, **kwargs)
+            except HTTPException as exc:
+                if exc.code is not None and exc.code < 500:
+                    _audit_apart(who.name, action, named,
+                                 {"status": exc.code, "error": exc.description}, "failed")
+                raise
+        checked.required_role = role  # type: ignore[attr-defined]
+        return cast(F, checked)
+    return decorate
+
+
+def record_action(conn: sqlalchemy.Connection, detail: Mapping[str, Any] | None = None,
+                  targets: Sequence[str] | None = None) -> int:
+    """The `succeeded` audit row of the action under way (as `requires` names it), in the
+    action's transaction; `targets` when they are known only now (a filter's records)."""
+    action, named = g.audit_action
+    return audit.record(conn, caller().name, action, named if targets is None else targets,
+                        detail)
+
+
+def _audit_apart(actor: str, action: str, targets: Sequence[str], detail: dict[str, Any],
+                 outcome: audit.Outcome) -> None:
+    """An audit row for an attempt that did nothing, in a transaction of its own."""
+    engine: Engine = current_app.extensions[AUDIT_ENGINE]
+    with engine.begin() as conn:
+        audit.record(conn, actor, action, targets, detail, outcome)
 
 
 def _errors(blp: Blueprint, *codes: int) -> Callable[[F], F]:
@@ -168,6 +231,7 @@ def _errors(blp: Blueprint, *codes: int) -> Callable[[F], F]:
 
 
 _ERROR_TEXT = {400: "bad arguments, each named under fields", 401: "no valid operator token",
+               403: "the token's role does not allow it (a viewer's)",
                404: "no such row", 409: "not in a state that allows it",
                503: "the database is unreachable"}
 
@@ -279,25 +343,36 @@ def _events_blueprint(engine: Engine, partitions: int) -> Blueprint:
     return blp
 
 
-def _outbox_blueprint(engine: Engine) -> Blueprint:
-    blp = _listing_blueprint(engine, queries.OUTBOX, OutboxFilters, EmailPage,
+def _outbox_blueprint(reader: Engine, engine: Engine) -> Blueprint:
+    blp = _listing_blueprint(reader, queries.OUTBOX, OutboxFilters, EmailPage,
                              description="Emails owed to customers",
                              summary="Emails, newest first.")
 
     @blp.route(f"/<int(max={MAX_BIGINT}):email_id>/retry", methods=["POST"])
+    @requires("operator", "outbox.retry", lambda view: [f"outbox:{view['email_id']}"])
     @blp.response(200, EmailOut)
-    @_errors(blp, 404, 409)
+    @_errors(blp, 403, 404, 409)
     def retry(email_id: int) -> Mapping[str, Any]:
-        """A dead or failed email goes back to pending, due now, its attempts counted anew."""
+        """A dead or failed email goes back to pending, due now, its attempts counted anew
+        (an operator token only; audited)."""
         try:
-            with engine.connect() as conn:
-                return queries.retry_email(conn, email_id)
+            with engine.begin() as conn:  # the retry and its audit row commit together
+                row = queries.retry_email(conn, email_id)
+                record_action(conn, {"template": row["template"]})
+                return row
         except queries.EmailMissing as exc:
             abort(404, str(exc))
         except queries.NotRetryable as exc:
             abort(409, str(exc))
 
     return blp
+
+
+def _audit_blueprint(engine: Engine) -> Blueprint:
+    return _listing_blueprint(
+        engine, AUDIT, AuditFilters, AuditPage,
+        description="Operators' actions: who (a token's name), what, when, on which records",
+        summary="Audit records, newest first (id): every action, refused and failed ones too.")
 
 
 def _status_blueprint(settings: Settings, engine: Engine) -> Blueprint:

@@ -13,7 +13,7 @@ import orjson
 import sqlalchemy
 from marshmallow import Schema, ValidationError, fields, validate
 
-from hookline.readside import queries
+from hookline.readside import audit, queries
 from hookline.senders.registry import SOURCES
 
 MAX_BIGINT = 2**63 - 1
@@ -145,6 +145,14 @@ _EventFilters = list_arguments("EventFilters", queries.EVENTS, {
     "subject": Text(),
     "outcome": OneOf(queries.OUTCOMES),
     **period("received"),
+})
+
+
+AuditFilters = list_arguments("AuditFilters", audit.AUDIT, {
+    "actor": Text(metadata={"description": "a token's name, or cli:<OS user>"}),
+    "action": Text(metadata={"description": "such as outbox.retry"}),
+    "outcome": OneOf(audit.OUTCOMES),
+    **period("at"),
 })
 
 
@@ -337,3 +345,17 @@ class StatusOut(Schema):
                         metadata={"description": "each stream of the log, partition 0 first"})
     consumers = Always(fields.List, cls_or_instance=fields.Nested(ConsumerOut))
     outbox = Always(fields.Nested, nested=OutboxStatusOut)
+
+
+class AuditOut(Schema):
+    id = Always(fields.Integer)
+    at = Always(fields.DateTime)
+    actor = Always(fields.String, metadata={"description": "a token's name or cli:<OS user>"})
+    action = Always(fields.String)
+    targets = fields.List(fields.String(), required=True, metadata={
+        "description": "the records acted on, such as outbox:17 or events:0:42"})
+    detail = Always(fields.Dict)
+    outcome = Always(fields.String, metadata={"description": "succeeded, refused or failed"})
+
+
+AuditPage = _page_schema("AuditPage", AuditOut)

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from hookline.config import Settings, SettingsError, load_settings, mask_url, parse_duration
+from hookline.config import (
+    OperatorToken,
+    Settings,
+    SettingsError,
+    load_settings,
+    mask_url,
+    parse_duration,
+)
 
 SECRET_VALUE = "s3cret-value-never-shown"
 STRIPE_SECRET = "whsec_test_secret_for_stripe_0001"
@@ -44,7 +51,8 @@ PARSED = [
      ("chapa-key-0123456789",)),
     ("HOOKLINE_BOOKINGS_SECRETS", STANDARD_B, "bookings_secrets", (STANDARD_B,)),
     ("HOOKLINE_TRANSACTIONS_SECRETS", STANDARD_C, "transactions_secrets", (STANDARD_C,)),
-    ("HOOKLINE_OPERATOR_TOKENS", OPERATOR_TOKEN, "operator_tokens", (OPERATOR_TOKEN,)),
+    ("HOOKLINE_OPERATOR_TOKENS", OPERATOR_TOKEN, "operator_tokens",
+     (OperatorToken("token-1", "operator", OPERATOR_TOKEN),)),
     ("HOOKLINE_METRICS_TOKENS", METRICS_TOKEN, "metrics_tokens", (METRICS_TOKEN,)),
     ("HOOKLINE_ENV", "development", "development", True),
     ("HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES", "allow", "chapa_secret_only_signatures", True),
@@ -214,7 +222,8 @@ def test_secrets_are_comma_separated_for_rotation(name: str) -> None:
     attribute = name.removeprefix("HOOKLINE_").lower()
     new, old = _long_enough(name, "new"), _long_enough(name, "old")
     settings = load_settings({name: f" {new} , {old} "})
-    assert getattr(settings, attribute) == (new, old)
+    found = getattr(settings, attribute)
+    assert tuple(getattr(item, "token", item) for item in found) == (new, old)
 
 
 def test_secrets_from_a_file_are_comma_separated_too(tmp_path: Path) -> None:
