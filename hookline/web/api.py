@@ -23,6 +23,8 @@ from hookline.log.topology import read_log_ends
 from hookline.readside import queries
 from hookline.senders.base import Interpreter
 from hookline.senders.registry import interpreters
+from hookline.web.console import register_console
+from hookline.web.console.session import PREFIX as CONSOLE
 from hookline.web.http import (
     install_request_ids,
     json_response,
@@ -114,8 +116,8 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
 
     @app.before_request
     def authenticate() -> Response | None:
-        if request.path in PUBLIC_PATHS:
-            return None
+        if request.path in PUBLIC_PATHS or _console(request.path):
+            return None  # the console signs its operators in itself
         allowed = scrapers if request.path == "/metrics" else tokens
         if not _token_valid(request.headers.get("Authorization", ""), allowed):
             return json_response(401, {"error": "unauthorized",
@@ -132,6 +134,7 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
                       _status_blueprint(settings, reader)):
         api.register_blueprint(blueprint)
     _health_routes(app, engine)
+    register_console(app, settings, engine)
     app.add_url_rule("/metrics", "metrics", metrics_view)
     register_error_handlers(app)
 
@@ -144,6 +147,10 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
                              headers={"Retry-After": "5"})
 
     return app
+
+
+def _console(path: str) -> bool:
+    return path == CONSOLE or path.startswith(CONSOLE + "/")
 
 
 def _token_valid(header: str, tokens: list[bytes]) -> bool:
