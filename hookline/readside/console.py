@@ -63,8 +63,8 @@ def alerts(status: Row, rejections: int) -> list[Alert]:
               or f"every consumer is within {LAG_LIMIT} records of its partition's end",
               "whether the lag grows, and for 10 minutes"),
         Alert("HooklineProjectionRejects", "warning", rejections > 0,
-              f"{rejections} records received in the last {REJECTS_WINDOW_MINUTES} minutes "
-              "were rejected", "counted by time received rather than projected"),
+              f"rejected among the records received in the last {REJECTS_WINDOW_MINUTES} "
+              f"minutes: {rejections}", "counted by time received rather than projected"),
         Alert("HooklineOutboxDeadRows", "warning", counts["dead"] > 0,
               f"{counts['dead']} customer emails are dead", "for 5 minutes"),
         Alert("HooklineOldestPendingEmail", "warning",
