@@ -9,10 +9,14 @@ import subprocess
 import sys
 
 import pytest
+from flask import g
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
+from werkzeug.exceptions import Forbidden
 
 from hookline.config import SettingsError, load_settings
+from hookline.web.console.pages import acting
+from hookline.web.console.session import Operator
 from tests.console.conftest import Console
 from tests.console.seed import SCRIPT, SECRET, XSS_ID
 from tests.processes import TOKEN
@@ -183,3 +187,50 @@ def test_the_api_refuses_to_start_with_a_weak_console_secret() -> None:
                           env={**os.environ, "HOOKLINE_CONSOLE_SECRET": "too-short"})
     assert done.returncode != 0
     assert "HOOKLINE_CONSOLE_SECRET must be a random secret of at least 16 bytes" in done.stderr
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/console/transactions?cursor=not-a-cursor", 422),
+    ("/console/transactions?limit=0", 422),
+    ("/console/events?partition=3", 422),
+    ("/console/events?received_after=yesterday", 422),
+    ("/console/outbox?status=lost", 422),
+    ("/console/bookings?customer_email=" + "x" * 300, 422),
+    ("/console/events/0/99999999999999999999", 404),
+    ("/console/events/1/1", 404),
+    ("/console/transactions/tx-nobody", 404),
+    ("/console/transactions/tx-xss-1?source=nowhere", 404),
+    ("/console/transactions/a%00b", 404),
+    ("/console/bookings/BK-%00", 404),
+    ("/console/outbox/999999", 404),
+    ("/console/outbox/999999/preview", 404),
+    ("/console/outbox/99999999999999999999", 404),
+    ("/console/no/such/page", 404),
+])
+def test_bad_input_is_named_never_a_server_error(console: Console, path: str,
+                                                status: int) -> None:
+    answer = signed_in(console).get(path)
+    assert answer.status_code == status, answer.get_data(as_text=True)[:300]
+    assert answer.mimetype == "text/html"
+
+
+def test_retrying_what_cannot_be_retried_is_refused(console: Console) -> None:
+    client = signed_in(console)
+    token = csrf_of(client, "/console/outbox")
+    assert client.post("/console/outbox/999999/retry",
+                       data={"csrf_token": token}).status_code == 404
+    sent = console.db.execute(
+        "SELECT id FROM email_outbox WHERE status = 'sent' LIMIT 1").fetchone()
+    assert sent is not None
+    assert client.post(f"/console/outbox/{sent[0]}/retry",
+                       data={"csrf_token": token}).status_code == 409
+
+
+def test_a_viewer_may_look_but_not_act(console: Console) -> None:
+    done = acting("retry")(lambda: "retried")
+    with console.app.test_request_context("/console/outbox/1/retry", method="POST"):
+        g.operator = Operator("token #2", role="viewer")
+        with pytest.raises(Forbidden):
+            done()
+        g.operator = Operator("token #1")
+        assert done() == "retried"

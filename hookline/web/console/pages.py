@@ -59,6 +59,10 @@ def add_routes(blp: Blueprint, settings: Settings, engine: Engine, tokens: Token
     _event_routes(blp, settings, reader)
     _outbox_routes(blp, reader)
 
+    @blp.route("/<path:_unknown>", methods=["GET", "POST"])
+    def unknown(_unknown: str) -> Response:
+        abort(404, "No such page in the console.")  # a page, not the API's JSON
+
 
 def _redirect(endpoint: str, **values: Any) -> Response:
     return cast(Response, redirect(url_for(endpoint, **values), code=303))
@@ -190,9 +194,10 @@ def _event_routes(blp: Blueprint, settings: Settings, engine: Engine) -> None:
                      searchable="q" in filters().fields, outcomes=queries.OUTCOMES,
                      sources=sorted(interpreters()), partitions=settings.partitions)
 
-    @blp.get(f"/events/<int(max={settings.partitions - 1}):partition>/"
-             f"<int(max={MAX_BIGINT}):offset>")
+    @blp.get("/events/<int:partition>/<int:offset>")
     def event(partition: int, offset: int) -> str:
+        if partition >= settings.partitions or offset > MAX_BIGINT:
+            abort(404, f"No record at offset {offset} of partition {partition}.")
         with engine.connect() as conn:
             found = queries.event(conn, offset, partition)
             if found is None:
@@ -208,7 +213,7 @@ def _outbox_routes(blp: Blueprint, engine: Engine) -> None:
         return _list(engine, queries.OUTBOX, OutboxFilters, "console/outbox.html",
                      statuses=queries.OUTBOX_STATUSES, templates=queries.TEMPLATES)
 
-    @blp.get(f"/outbox/<int(max={MAX_BIGINT}):email_id>")
+    @blp.get("/outbox/<int:email_id>")
     def email(email_id: int) -> str:
         row = _email(engine, email_id)
         text, problem = row["body_text"], None
@@ -219,7 +224,7 @@ def _outbox_routes(blp: Blueprint, engine: Engine) -> None:
                 problem = f"cannot be rendered: {exc}"
         return render_template("console/email.html", row=row, text=text, problem=problem)
 
-    @blp.get(f"/outbox/<int(max={MAX_BIGINT}):email_id>/preview")
+    @blp.get("/outbox/<int:email_id>/preview")
     def preview(email_id: int) -> Response:
         row = _email(engine, email_id)
         html = row["body_html"]
@@ -235,9 +240,11 @@ def _outbox_routes(blp: Blueprint, engine: Engine) -> None:
 
 
 def _outbox_actions(blp: Blueprint, engine: Engine) -> None:
-    @blp.post(f"/outbox/<int(max={MAX_BIGINT}):email_id>/retry")
+    @blp.post("/outbox/<int:email_id>/retry")
     @acting("retry")
     def retry(email_id: int) -> Response:
+        if email_id > MAX_BIGINT:
+            abort(404, f"No email {email_id} in the outbox.")
         try:
             with engine.connect() as conn:
                 queries.retry_email(conn, email_id)
@@ -258,6 +265,8 @@ def _outbox_actions(blp: Blueprint, engine: Engine) -> None:
 
 
 def _email(engine: Engine, email_id: int) -> Row:
+    if email_id > MAX_BIGINT:
+        abort(404, f"No email {email_id} in the outbox.")
     with engine.connect() as conn:
         row = console.email(conn, email_id)
     if row is None:
