@@ -14,8 +14,16 @@ from sqlalchemy import create_engine
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from hookline.config import Settings, load_settings
+from hookline.log.topology import ensure_stream
 from hookline.web.api import create_api
-from tests.conftest import AMQP_URL, _db_url, copy_database, drop_database, new_stream
+from tests.conftest import (
+    AMQP_URL,
+    _db_url,
+    copy_database,
+    delete_streams,
+    drop_database,
+    new_stream,
+)
 from tests.console.seed import SECRET, seed_console
 from tests.processes import TOKEN
 
@@ -36,13 +44,16 @@ def console(template_database: str) -> Iterator[Console]:
                               "HOOKLINE_STREAM": new_stream(), "HOOKLINE_OPERATOR_TOKENS": TOKEN,
                               "HOOKLINE_CONSOLE_SECRET": SECRET})
     engine = create_engine(url, pool_size=4)
+    ensure_stream(settings)  # an empty log: its end is read, as in production
     try:
         with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as db:
             dead = seed_console(db)
+            db.execute("INSERT INTO consumer_offsets VALUES ('projector', -1)")
             yield Console(settings, create_api(settings, engine), db, dead)
     finally:
         engine.dispose()
         drop_database(name)
+        delete_streams(settings.stream)
 
 
 @pytest.fixture(scope="module")
