@@ -74,6 +74,7 @@ class Settings:
     transactions_unsigned: bool = False  # development only: accept them, never trusted
     operator_tokens: tuple[OperatorToken, ...] = ()
     metrics_tokens: tuple[str, ...] = ()
+    console_secret: str | None = None  # signs the console's session cookie; unset: no console
     development: bool = False
     booking_ttl: int = 15 * 60
     payment_timeout: int = 3 * 86400
@@ -135,7 +136,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     development = _Reader(env, True).parsed("HOOKLINE_ENV", False, _environment,
                                              "production or development")
     read = _Reader(env, development)
-    return Settings(
+    settings = Settings(
         amqp_url=read.parsed("HOOKLINE_AMQP_URL", Settings.amqp_url, _amqp_url,
                              "an amqp:// or amqps:// URL, or several separated by commas",
                              secret=True),
@@ -168,6 +169,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                           "allow or refuse"),
         operator_tokens=read.operator_tokens("HOOKLINE_OPERATOR_TOKENS"),
         metrics_tokens=read.secrets("HOOKLINE_METRICS_TOKENS"),
+        console_secret=read.secret("HOOKLINE_CONSOLE_SECRET"),
         development=development,
         booking_ttl=read.parsed("HOOKLINE_BOOKING_TTL", Settings.booking_ttl, parse_duration,
                                 "a duration such as 900, 900s, 15m, 2h or 3d"),
@@ -205,6 +207,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         accept_gaps=read.parsed("HOOKLINE_ACCEPT_GAPS", False, _boolean, "true or false"),
         extra={k: v for k, v in env.items() if k.startswith("HOOKLINE_")},
     )
+    if settings.console_secret is not None and settings.console_secret in (
+            *(t.token for t in settings.operator_tokens), *settings.metrics_tokens):
+        raise SettingsError(f"{read.where('HOOKLINE_CONSOLE_SECRET')} is also a token; the "
+                            "key that signs the console's sessions must be a secret of its own")
+    return settings
 
 
 class _Reader:
@@ -277,6 +284,21 @@ class _Reader:
         for token in tokens:
             self.refuse_well_known(where, token.token)
         return tokens
+
+    def secret(self, name: str) -> str | None:
+        """One secret; set at all, it must be a real one (fail closed)."""
+        if name not in self.env and not self.env.get(f"{name}_FILE"):
+            return None  # not configured
+        where, value = self.where(name), (self.raw(name) or "").strip()
+        if not value:
+            raise SettingsError(f"{where} is set but blank; give a random secret of "
+                                f"{MIN_SECRET_BYTES} bytes or more, or unset it")
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"{where} must be a random secret of at least {MIN_SECRET_BYTES} "
+                                "bytes (head -c 32 /dev/urandom | base64 makes one); the value "
+                                "given is shorter")
+        self.refuse_well_known(where, value)
+        return value
 
     def refuse_well_known(self, where: str, value: str) -> None:
         if not self.development and (value in _WELL_KNOWN or DEVELOPMENT_MARK in value):

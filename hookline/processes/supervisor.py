@@ -49,6 +49,8 @@ def run_pipeline(settings: Settings) -> None:
     if not settings.operator_tokens:
         token = DEVELOPMENT_MARK + secrets.token_urlsafe(18)
         env["HOOKLINE_OPERATOR_TOKENS"] = token
+    if settings.console_secret is None:  # signs the console's sessions of this run only
+        env["HOOKLINE_CONSOLE_SECRET"] = DEVELOPMENT_MARK + secrets.token_urlsafe(32)
     if not settings.transactions_secrets:  # development: unsigned, never trusted
         env["HOOKLINE_TRANSACTIONS_UNSIGNED"] = "allow"
     hookline = [sys.executable, "-m", "hookline"]
@@ -154,6 +156,7 @@ def banner(settings: Settings, token: str | None) -> str:
         "hookline is up — Ctrl-C stops every process.",
         f"  webhooks      {ingest}/v1/webhooks/transactions",
         f"  operator API  {api}/v1/transactions/<id>   (OpenAPI: {api}/v1/openapi.json)",
+        f"  console       {api}/console/   (sign in with the operator token)",
         f"  metrics       {ingest}/metrics  {api}/metrics  "
         f"http://{settings.projector_metrics_bind}/metrics  "
         f"http://{settings.mailer_metrics_bind}/metrics  "

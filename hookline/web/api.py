@@ -2,36 +2,37 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 import sqlalchemy
-from flask import Flask, Response, abort, current_app, g, request
+from flask import Flask, Response, abort, g, request
 from flask.json.provider import JSONProvider
 from flask_smorest import Api, Blueprint
 from marshmallow import RAISE, Schema, ValidationError
 from sqlalchemy.engine import Engine
 from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import BadRequest
 from werkzeug.routing import PathConverter
 
-from hookline.config import OperatorToken, Role, Settings
-from hookline.db import audit
+from hookline.config import OperatorToken, Settings
 from hookline.log.topology import read_log_ends
 from hookline.readside import queries
 from hookline.readside.audit import AUDIT
 from hookline.senders.base import Interpreter
 from hookline.senders.registry import interpreters
+from hookline.web.console import register_console
+from hookline.web.console.session import PREFIX as CONSOLE
 from hookline.web.http import (
     install_request_ids,
     json_response,
     metrics_view,
     register_error_handlers,
 )
+from hookline.web.operators import AUDIT_ENGINE, record_action, requires
 from hookline.web.schemas import (
     MAX_BIGINT,
     AmbiguousOut,
@@ -60,7 +61,6 @@ from hookline.web.schemas import (
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 F = TypeVar("F", bound=Callable[..., Any])
-AUDIT_ENGINE = "hookline.audit_engine"  # app.extensions key: where refusals are recorded
 
 
 class _AnyId(PathConverter):
@@ -122,8 +122,8 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
 
     @app.before_request
     def authenticate() -> Response | None:
-        if request.path in PUBLIC_PATHS:
-            return None
+        if request.path in PUBLIC_PATHS or _console(request.path):
+            return None  # the console signs its operators in itself
         allowed = scrapers if request.path == "/metrics" else operators
         found = _token_of(request.headers.get("Authorization", ""), allowed)
         if found is None:
@@ -143,6 +143,7 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
                       _audit_blueprint(reader)):
         api.register_blueprint(blueprint)
     _health_routes(app, engine)
+    register_console(app, settings, engine)
     app.add_url_rule("/metrics", "metrics", metrics_view)
     register_error_handlers(app)
 
@@ -157,6 +158,10 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
     return app
 
 
+def _console(path: str) -> bool:
+    return path == CONSOLE or path.startswith(CONSOLE + "/")
+
+
 def _token_of(header: str, tokens: Sequence[OperatorToken]) -> OperatorToken | None:
     """The token the bearer header carries, or None."""
     scheme, _, given = header.partition(" ")
@@ -166,57 +171,6 @@ def _token_of(header: str, tokens: Sequence[OperatorToken]) -> OperatorToken | N
     # compare against every token, always, so timing does not reveal which one was close
     matches = [hmac.compare_digest(candidate, token.token.encode()) for token in tokens]
     return next((token for token, match in zip(tokens, matches, strict=True) if match), None)
-
-
-def caller() -> OperatorToken:
-    """Who is calling: the token this request was authenticated with."""
-    found: OperatorToken = g.operator
-    return found
-
-
-def requires(role: Role, action: str,
-             targets: Callable[[Mapping[str, Any]], Sequence[str]] = lambda _: ()
-             ) -> Callable[[F], F]:
-    """Only a token of `role` (or above) may call the view: others get a 403 and an audit row
-    `refused`; a 4xx from the view itself is audited `failed`. `targets` names the records
-    from the URL's arguments. The view writes the `succeeded` row with `record_action`, in
-    the transaction of the action."""
-    def decorate(view: F) -> F:
-        @functools.wraps(view)
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            who, named = caller(), list(targets(request.view_args or {}))
-            g.audit_action = (action, named)
-            if not who.may(role):
-                _audit_apart(who.name, action, named, {"role": who.role}, "refused")
-                abort(403, f"token {who.name!r} is a {who.role}: {action} needs the {role} "
-                           "role")
-            try:
-                return view(*args, **kwargs)
-            except HTTPException as exc:
-                if exc.code is not None and exc.code < 500:
-                    _audit_apart(who.name, action, named,
-                                 {"status": exc.code, "error": exc.description}, "failed")
-                raise
-        checked.required_role = role  # type: ignore[attr-defined]
-        return cast(F, checked)
-    return decorate
-
-
-def record_action(conn: sqlalchemy.Connection, detail: Mapping[str, Any] | None = None,
-                  targets: Sequence[str] | None = None) -> int:
-    """The `succeeded` audit row of the action under way (as `requires` names it), in the
-    action's transaction; `targets` when they are known only now (a filter's records)."""
-    action, named = g.audit_action
-    return audit.record(conn, caller().name, action, named if targets is None else targets,
-                        detail)
-
-
-def _audit_apart(actor: str, action: str, targets: Sequence[str], detail: dict[str, Any],
-                 outcome: audit.Outcome) -> None:
-    """An audit row for an attempt that did nothing, in a transaction of its own."""
-    engine: Engine = current_app.extensions[AUDIT_ENGINE]
-    with engine.begin() as conn:
-        audit.record(conn, actor, action, targets, detail, outcome)
 
 
 def _errors(blp: Blueprint, *codes: int) -> Callable[[F], F]:

@@ -123,6 +123,9 @@ def test_the_installed_wheel_runs_up_until_ctrl_c_stops_every_process(
         assert got.json()["amount"] == body["amount"]
 
     eventually(projected, timeout=60, interval=0.5)
+    console = f"http://{binds['HOOKLINE_API_BIND']}/console"  # templates and assets inside
+    assert "Operator token" in requests.get(f"{console}/sign-in", timeout=10).text
+    assert requests.get(f"{console}/static/console.css", timeout=10).status_code == 200
     children = descendants(process.pid)
     assert len(children) >= 6, children  # devsmtp, front, ingest, api, projector, mailer, …
 

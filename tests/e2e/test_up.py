@@ -26,6 +26,8 @@ def run_up(env: dict[str, str], workdir: Path) -> tuple[list[str], int]:
     lines = output_lines(up)
     try:
         eventually(lambda: has_line(lines, "hookline is up"), timeout=120, interval=0.5)
+        console = f"http://{binds['HOOKLINE_API_BIND']}/console/sign-in"  # a secret was made
+        assert requests.get(console, timeout=10).status_code == 200
         if "HOOKLINE_OPERATOR_TOKENS" in env:
             api = f"http://{binds['HOOKLINE_API_BIND']}/v1/status"
             answer = requests.get(api, timeout=10,

@@ -54,6 +54,7 @@ PARSED = [
     ("HOOKLINE_OPERATOR_TOKENS", OPERATOR_TOKEN, "operator_tokens",
      (OperatorToken("token-1", "operator", OPERATOR_TOKEN),)),
     ("HOOKLINE_METRICS_TOKENS", METRICS_TOKEN, "metrics_tokens", (METRICS_TOKEN,)),
+    ("HOOKLINE_CONSOLE_SECRET", SECRET_VALUE, "console_secret", SECRET_VALUE),
     ("HOOKLINE_ENV", "development", "development", True),
     ("HOOKLINE_CHAPA_SECRET_ONLY_SIGNATURES", "allow", "chapa_secret_only_signatures", True),
     ("HOOKLINE_BOOKINGS_PUBLIC_KEYS", f"{PUBLIC_A},{PUBLIC_B}", "bookings_public_keys",
@@ -147,7 +148,8 @@ def test_defaults_when_nothing_is_set() -> None:
 
 
 def test_empty_variables_mean_the_default() -> None:
-    settings = load_settings({name: "" for name, *_ in PARSED if name not in SECRET_LISTS})
+    blank_refused = {*SECRET_LISTS, "HOOKLINE_CONSOLE_SECRET"}  # set at all: a real secret
+    settings = load_settings({name: "" for name, *_ in PARSED if name not in blank_refused})
     assert replace(settings, extra={}) == Settings()
 
 
