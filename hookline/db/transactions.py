@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import fields
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
@@ -37,3 +38,9 @@ def of_bookings(conn: psycopg.Connection[Any],
 def upsert(conn: psycopg.Connection[Any], states: Iterable[TransactionState]) -> None:
     """Write each state over the row with its key, or as a new row."""
     bulk.upsert(conn, "transactions", COLUMNS, ["transaction_id", "source"], map(_ROW, states))
+
+
+def changed_at(conn: psycopg.Connection[Any], moment: datetime) -> dict[TxKey, TransactionState]:
+    """The rows a projection at `moment` changed (it sets updated_at to that moment)."""
+    cursor = conn.execute(_SELECT + sql.SQL(" WHERE updated_at = %s"), (moment,))
+    return {(row[0], row[1]): TransactionState(*row) for row in cursor}
