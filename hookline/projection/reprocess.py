@@ -47,7 +47,7 @@ import psycopg
 from hookline.config import PROJECTOR, Settings, consumer_name
 from hookline.db import bookings, events, outbox, rejections, transactions
 from hookline.db.locks import lock_key
-from hookline.log.reader import OffsetGap, Record, StreamReader
+from hookline.log.reader import Batch, OffsetGap, Record, StreamReader
 from hookline.log.topology import read_log_ends
 from hookline.projection.batch import Partition, reproject
 from hookline.senders.base import Interpreter
@@ -277,16 +277,9 @@ class _Run:
     def _read(self, partition: int, offsets: list[int]) -> Iterator[list[Record]]:
         """The records at `offsets` (in log order), a chunk at a time, read from the log."""
         wanted, last = set(offsets), offsets[-1]
-        moved = [time.monotonic()]
-        reader = StreamReader(self.settings.partition(partition), offsets[0], self.chunk,
-                              "reprocess", lambda: self.should_stop() or
-                              time.monotonic() - moved[0] > IDLE_SECONDS)
         pending: list[Record] = []
-        reached = False
         try:
-            for batch in reader.batches():
-                moved[0] = time.monotonic()
-                reader.ack(batch)
+            for batch in self._batches(partition, offsets[0]):
                 pending += [record for record in batch.records if record.offset in wanted]
                 reached = batch.last_offset >= last
                 while len(pending) >= self.chunk or (reached and pending):
@@ -296,10 +289,23 @@ class _Run:
                     return
         except OffsetGap as exc:
             raise ReprocessFailed(str(exc)) from None
-        finally:
-            reader.close()
         raise ReprocessFailed(f"{self.settings.streams[partition]}: stopped before offset "
                               f"{last} could be read from the log")
+
+    def _batches(self, partition: int, start: int) -> Iterator[Batch]:
+        """Batches from `start`, until none came for IDLE_SECONDS."""
+        moved = [time.monotonic()]
+        reader = StreamReader(self.settings.partition(partition), start,
+                              self.settings.projector_batch, "reprocess",
+                              lambda: self.should_stop() or
+                              time.monotonic() - moved[0] > IDLE_SECONDS)
+        try:
+            for batch in reader.batches():
+                moved[0] = time.monotonic()
+                reader.ack(batch)
+                yield batch
+        finally:
+            reader.close()
 
     def emails(self, conn: psycopg.Connection[Any]) -> None:
         """The emails the records projected again added to the outbox."""
