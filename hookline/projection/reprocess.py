@@ -247,7 +247,8 @@ class _Run:
                records: list[Record]) -> None:
         rejections.hold(conn, self.consumers)
         before = events.projected(conn, partition, [r.offset for r in records], lock=True)
-        kept = [r for r in records if before[r.offset][0] in events.WITHOUT_EFFECT]
+        kept = [r for r in records
+                if r.offset in before and before[r.offset][0] in events.WITHOUT_EFFECT]
         self.summary.skipped += len(records) - len(kept)  # another run projected them since
         if not kept:
             return
