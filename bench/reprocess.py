@@ -23,27 +23,14 @@ import psycopg
 from bench.common import record, scratch
 from bench.records import booking, transaction
 from hookline.config import Settings
-from hookline.domain.events import DomainEvent, Rejected
-from hookline.log.envelope import Envelope, encode
+from hookline.log.envelope import encode
 from hookline.log.reader import Record
 from hookline.log.topology import declare_stream, log_end_offset, open_connection
 from hookline.projection.batch import project_batch
 from hookline.projection.reprocess import Selection, Summary, reprocess
-from hookline.senders.base import Interpreter
-from hookline.senders.registry import interpreters
+from tests.integration.test_reprocess import yesterday  # the interpretation bug the test fixes
 
 BATCH = 2000
-
-
-def yesterday() -> dict[str, Interpreter]:
-    """Today's interpreters but for a bug in booking.created, which rejects every one."""
-    today = interpreters()
-
-    def bookings(envelope: Envelope) -> list[DomainEvent]:
-        if envelope.type == "booking.created":
-            raise Rejected("interpretation failed: KeyError: 'customer'")
-        return today["bookings"](envelope)
-    return {**today, "bookings": bookings}
 
 
 def log_records(count: int) -> Iterator[Record]:

@@ -178,23 +178,24 @@ def test_the_api_reprocesses_a_selection_and_refuses_a_bad_one(
     client = create_api(settings, engine).test_client()
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
-    dry = client.post("/v1/reprocess", json={"records": [{"offset": 2}], "dry_run": True},
-                      headers=auth)
-    assert dry.status_code == 200, dry.json
-    assert (dry.json["dry_run"], dry.json["changed"], dry.json["emails_enqueued"]) == (
-        True, 1, 2)
+    def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        answer = client.post("/v1/reprocess", json=body, headers=auth)
+        return answer.status_code, answer.get_json()
+
+    status, dry = post({"records": [{"offset": 2}], "dry_run": True})
+    assert status == 200, dry
+    assert (dry["dry_run"], dry["changed"], dry["emails_enqueued"]) == (True, 1, 2)
     assert outcomes(db)[2] == "rejected"
-    done = client.post("/v1/reprocess", json={"source": "bookings",
-                                              "received_before": (NOW + timedelta(seconds=1.5))
-                                              .isoformat()}, headers=auth)
-    assert (done.status_code, done.json["reprocessed"]) == (200, 1)
+    status, done = post({"source": "bookings",
+                         "received_before": (NOW + timedelta(seconds=1.5)).isoformat()})
+    assert (status, done["reprocessed"]) == (200, 1)
     assert outcomes(db)[:3] == ["applied", "applied", "rejected"]
 
-    refused = [client.post("/v1/reprocess", json=body, headers=auth) for body in (
+    refused = [post(body) for body in (
         {}, {"records": [{"offset": 0}], "source": "bookings"}, {"records": [{"offset": -1}]},
         {"outcome": "lost"}, {"source": "bookings", "colour": "red"})]
-    assert [r.status_code for r in refused] == [400] * 5
-    assert all("fields" in r.json for r in refused)
+    assert [status for status, _ in refused] == [400] * 5
+    assert all("fields" in answer for _, answer in refused)
     assert client.post("/v1/reprocess", json={"records": [{"offset": 99}]},
                        headers=auth).status_code == 404
     assert client.post("/v1/reprocess", json={"source": "bookings"}).status_code == 401
