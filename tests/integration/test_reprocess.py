@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import sqlalchemy
 from psycopg import sql
 
-from hookline.config import Settings
+from hookline.config import Settings, partition_of
 from hookline.db import rejections
 from hookline.db.rejections import rejections_lock
 from hookline.domain.events import DomainEvent, Rejected
@@ -23,7 +24,7 @@ from hookline.log.envelope import Envelope, encode
 from hookline.log.reader import Record
 from hookline.log.topology import declare_stream, open_connection
 from hookline.processes.cli import main
-from hookline.projection.batch import project_batch
+from hookline.projection.batch import Partition, project_batch
 from hookline.projection.reprocess import Selection, reprocess
 from hookline.senders.base import Interpreter
 from hookline.senders.registry import interpreters
@@ -241,3 +242,25 @@ def test_the_command_reports_a_dry_run_and_refuses_a_bad_selection(
         with pytest.raises(SystemExit) as refused:
             main(["reprocess", *bad])
         assert said in str(refused.value.code), bad
+
+
+def test_every_partition_is_reprocessed_in_its_own_log_order(
+        settings: Settings, db: psycopg.Connection) -> None:
+    split = replace(settings, partitions=2)
+    subjects = [f"BK-{n}" for n in range(8)]
+    for k in range(2):
+        mine = [(s, created(s, f"{s}@example.com")) for s in subjects if partition_of(s, 2) == k]
+        project_batch(db, f"projector.{k}", append(split.partition(k), mine), -1, yesterday(),
+                      partition=Partition(k, shared=True))
+    assert set(outcomes(db)) == {"rejected"}
+
+    summary = reprocess(split, Selection(source="bookings"))
+
+    assert (summary.selected, summary.changed, summary.emails_enqueued) == (8, 8, 8)
+    assert set(outcomes(db)) == {"applied"}
+    assert db.execute('SELECT "partition", count(*) FROM events GROUP BY 1 ORDER BY 1'
+                      ).fetchall() == [(k, sum(partition_of(s, 2) == k for s in subjects))
+                                       for k in range(2)]
+    assert db.execute("SELECT consumer, last_offset FROM consumer_offsets ORDER BY 1"
+                      ).fetchall() == [(f"projector.{k}", sum(
+                          partition_of(s, 2) == k for s in subjects) - 1) for k in range(2)]
