@@ -39,7 +39,7 @@ def project_bookings(conn: psycopg.Connection[Any], effects: Sequence[tuple[int,
     paid = {c.after.booking_reference for c in changes if c.after.booking_reference}
     if not named and not paid:
         return []
-    bookings = _load_bookings(conn, named | paid)
+    bookings = with_references(conn, named | paid)
     involved = named | bookings.keys()
     if not involved:  # payments for bookings not created yet: joined when they are
         return []
@@ -57,8 +57,8 @@ def project_bookings(conn: psycopg.Connection[Any], effects: Sequence[tuple[int,
     return notices
 
 
-def _load_bookings(conn: psycopg.Connection[Any],
-                   references: Iterable[str]) -> dict[str, BookingState]:
+def with_references(conn: psycopg.Connection[Any],
+                    references: Iterable[str]) -> dict[str, BookingState]:
     cursor = conn.execute(_SELECT_BOOKINGS, (list(references),))
     return {row[0]: BookingState(*row) for row in cursor}
 
@@ -85,3 +85,10 @@ def expired(conn: psycopg.Connection[Any], limit: int) -> list[tuple[str, dateti
         "SELECT reference, expires_at FROM bookings "
         "WHERE status = 'pending' AND expires_at <= now() ORDER BY expires_at LIMIT %s",
         (limit,)).fetchall()
+
+
+def changed_at(conn: psycopg.Connection[Any], moment: datetime) -> dict[str, BookingState]:
+    """The bookings a projection at `moment` changed (it sets updated_at to that moment)."""
+    cursor = conn.execute(sql.SQL("SELECT {} FROM bookings WHERE updated_at = %s").format(
+        _BOOKING_LIST), (moment,))
+    return {row[0]: BookingState(*row) for row in cursor}

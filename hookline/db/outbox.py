@@ -201,3 +201,12 @@ def compare(conn: psycopg.Connection[Any], fresh: str, live: str,
     assert row is not None
     owed, unknown, first = row
     return owed, unknown, list(first or [])
+
+
+def enqueued_at(conn: psycopg.Connection[Any], moment: datetime,
+                event_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(event_id, template, recipient) of the rows a projection at `moment` added for these
+    records, in the order added."""
+    return [(str(e), str(t), str(r)) for e, t, r in conn.execute(
+        "SELECT event_id, template, recipient FROM email_outbox WHERE created_at = %s "
+        "AND event_id = ANY(%s) ORDER BY id", (moment, list(event_ids)))]

@@ -3,6 +3,7 @@ for one that would otherwise stop it (`hookline events reject`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,3 +45,23 @@ def _projected(conn: psycopg.Connection[Any], partition: int, offset: int,
     return (f"offset {offset} of partition {partition} is already projected ({what}; the "
             f"checkpoint is at {checkpoint}): a rejection now would change nothing; to undo "
             "its effects, fix the cause and rebuild")
+
+
+def hold(conn: psycopg.Connection[Any], consumers: Sequence[str]) -> None:
+    """Wait for the batches of these consumers in flight, and keep their next ones waiting until
+    the transaction ends (each batch holds its consumer's lock from start to commit)."""
+    keys = sorted(rejections_lock(consumer) for consumer in consumers)
+    conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", (keys,))
+
+
+def among(conn: psycopg.Connection[Any], partition: int, offsets: Sequence[int]) -> set[int]:
+    """Which of the offsets of a partition an operator rejected."""
+    return {int(row[0]) for row in conn.execute(
+        'SELECT "offset" FROM operator_rejections WHERE "partition" = %s '
+        'AND "offset" = ANY(%s)', (partition, list(offsets)))}
+
+
+def remove(conn: psycopg.Connection[Any], partition: int, offsets: Sequence[int]) -> None:
+    """Forget the operators' rejections of the offsets: a later decision replaced them."""
+    conn.execute('DELETE FROM operator_rejections WHERE "partition" = %s AND "offset" = ANY(%s)',
+                 (partition, list(offsets)))

@@ -49,3 +49,9 @@ def timed_out(conn: psycopg.Connection[Any], seconds: float,
         "WHERE status = 'pending' AND trusted "
         "AND created_at <= now() - make_interval(secs => %s) ORDER BY created_at LIMIT %s",
         (seconds, limit)).fetchall()
+
+
+def changed_at(conn: psycopg.Connection[Any], moment: datetime) -> dict[TxKey, TransactionState]:
+    """The rows a projection at `moment` changed (it sets updated_at to that moment)."""
+    cursor = conn.execute(_SELECT + sql.SQL(" WHERE updated_at = %s"), (moment,))
+    return {(row[0], row[1]): TransactionState(*row) for row in cursor}

@@ -1,4 +1,5 @@
-"""Operators' commands: `status`, `rebuild`, `outbox retry`, `events tail`, `events reject`."""
+"""Operators' commands: `status`, `rebuild`, `reprocess`, `outbox retry`, `events tail`,
+`events reject`."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 from hookline.config import Settings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import psycopg
 
     from hookline.lifecycle import Stopper
     from hookline.projection.rebuild import Report
+    from hookline.projection.reprocess import Summary
 
 Command = Callable[[str, Callable[[Settings, argparse.Namespace], None], str],
                    argparse.ArgumentParser]
@@ -38,6 +42,7 @@ def add_commands(commands: Any, command: Command) -> None:
     rebuild.add_argument("--json", action="store_true", help="print the report as JSON")
     rebuild.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
                          help="how long to keep trying to lock the live tables (60)")
+    _add_reprocess(command)
     outbox = commands.add_parser("outbox", help="act on the email outbox")
     retry = outbox.add_subparsers(required=True, metavar="ACTION").add_parser(
         "retry", help="make a dead or failed email pending again, due now")
@@ -208,6 +213,90 @@ def audited(conn: psycopg.Connection[Any], action: str, targets: Sequence[str] =
         audit.record(conn, actor, action, entry.targets,
                      {**entry.detail, "error": str(exc.args[0])}, "failed")
         raise
+
+
+def _add_reprocess(command: Command) -> None:
+    reprocess = command("reprocess", reprocess_command, "project again, through today's code, "
+                        "chosen records that were rejected or ignored (by offset, or by a "
+                        "filter); no checkpoint moves, no email is owed twice")
+    reprocess.add_argument("--offset", type=int, action="append", metavar="K", default=[],
+                           help="a record's offset (repeatable)")
+    reprocess.add_argument("--partition", type=int, default=0, metavar="P",
+                           help="the partition of the --offset records (0)")
+    reprocess.add_argument("--source", help="every record of this source")
+    reprocess.add_argument("--type", help="every record of this type")
+    reprocess.add_argument("--outcome", choices=("applied", "duplicate", "ignored", "rejected"),
+                           help="every record projected with this outcome")
+    reprocess.add_argument("--since", type=_moment, metavar="TIME",
+                           help="every record received at or after TIME (ISO 8601)")
+    reprocess.add_argument("--until", type=_moment, metavar="TIME",
+                           help="every record received before TIME (ISO 8601)")
+    reprocess.add_argument("--dry-run", action="store_true",
+                           help="report what would change, change nothing")
+    reprocess.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _moment(text: str) -> datetime:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def reprocess_command(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from hookline.config import not_a_partition
+    from hookline.db.schema import check_reachable
+    from hookline.lifecycle import Stopper
+    from hookline.projection import reprocess
+
+    if refusal := not_a_partition(args.partition, settings.partitions):
+        sys.exit(f"hookline: {refusal}")
+    try:
+        selection = reprocess.Selection(
+            records=tuple((args.partition, offset) for offset in args.offset),
+            source=args.source, type=args.type, outcome=args.outcome, since=args.since,
+            until=args.until)
+    except reprocess.SelectionInvalid as exc:
+        sys.exit(f"hookline: {exc}")
+    check_reachable(settings)
+    stopper = Stopper().install()
+    failures = (reprocess.NotProjected, reprocess.ReprocessFailed)
+    try:
+        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn, \
+                audited(conn, "events.reprocess", failures=failures) as entry:
+            entry.detail = {"dry_run": args.dry_run}
+            summary = reprocess.reprocess(settings, selection, args.dry_run,
+                                          should_stop=stopper.is_set)
+            entry.targets, entry.detail = summary.audited()
+    except (*failures, psycopg.Error) as exc:
+        sys.exit(f"hookline: reprocess failed: {exc}")
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else _render_summary(summary))
+
+
+def _render_summary(summary: Summary) -> str:
+    what = "dry run: would project" if summary.dry_run else "projected"
+    lines = [f"{summary.selected:,} records selected: {what} {summary.reprocessed:,} again "
+             f"({summary.changed:,} changed, {summary.unchanged:,} unchanged, "
+             f"{summary.still_rejected:,} still rejected); {summary.skipped:,} skipped, "
+             "already applied or duplicate"]
+    if summary.operator_rejected:
+        lines.append(f"{summary.operator_rejected:,} rejected by an operator left out: choose "
+                     "them by --offset to project them again")
+    lines += [f"  {r.partition}:{r.offset}  {r.before} -> {r.after}"
+              + (f"  ({r.error})" if r.error else "") for r in summary.records]
+    if summary.dry_run:
+        lines.append("rows that would change: " + ", ".join(
+            f"{table} {n:,}" for table, n in summary.rows_changed.items()))
+        lines += [f"  {row.table} {row.key}: {row.before} -> {row.after}" for row in summary.rows]
+    owed = "would be enqueued" if summary.dry_run else "enqueued"
+    lines.append(f"emails {owed}: {summary.emails_enqueued:,}")
+    lines += [f"  {e['template']} to {e['recipient']} ({e['event_id']})" for e in summary.emails]
+    return "\n".join(lines)
 
 
 def outbox_retry_command(settings: Settings, args: argparse.Namespace) -> None:

@@ -99,6 +99,16 @@ def project_batch(conn: psycopg.Connection[Any], consumer: str, records: Sequenc
     return outcomes
 
 
+def reproject(conn: psycopg.Connection[Any], records: Sequence[Record],
+              interpreters: Mapping[str, Interpreter], booking_ttl: int, partition: Partition,
+              now: datetime) -> Counter[str]:
+    """Project again, in the caller's transaction, records whose events rows the caller has
+    just deleted: as the projector would, a failing record `rejected` alone, but with no
+    checkpoint and no operator's rejection (the operator chose these records)."""
+    step = _Step(interpreters, timedelta(seconds=booking_ttl), partition, now)
+    return _project_isolating(conn, records, {}, step)
+
+
 @dataclass(frozen=True, slots=True)
 class _Step:
     """What projecting a batch needs besides the records."""

@@ -20,6 +20,7 @@ from werkzeug.routing import PathConverter
 
 from hookline.config import OperatorToken, Settings
 from hookline.log.topology import read_log_ends
+from hookline.projection import reprocess
 from hookline.readside import queries
 from hookline.readside.audit import AUDIT
 from hookline.senders.base import Interpreter
@@ -32,7 +33,7 @@ from hookline.web.http import (
     metrics_view,
     register_error_handlers,
 )
-from hookline.web.operators import AUDIT_ENGINE, record_action, requires
+from hookline.web.operators import AUDIT_ENGINE, record_action, record_after, requires
 from hookline.web.schemas import (
     MAX_BIGINT,
     AmbiguousOut,
@@ -48,6 +49,7 @@ from hookline.web.schemas import (
     EventDetail,
     EventPage,
     OutboxFilters,
+    ReprocessOut,
     StatusOut,
     TransactionDetail,
     TransactionFilters,
@@ -56,6 +58,7 @@ from hookline.web.schemas import (
     encode_cursor,
     event_filters,
     event_partition,
+    reprocess_arguments,
 )
 
 log = logging.getLogger(__name__)
@@ -140,7 +143,7 @@ def create_api(settings: Settings, engine: Engine) -> Flask:
     for blueprint in (_transactions_blueprint(reader, sources), _bookings_blueprint(reader),
                       _events_blueprint(reader, settings.partitions),
                       _outbox_blueprint(reader, engine), _status_blueprint(settings, reader),
-                      _audit_blueprint(reader)):
+                      _audit_blueprint(reader), _reprocess_blueprint(settings)):
         api.register_blueprint(blueprint)
     _health_routes(app, engine)
     register_console(app, settings, engine)
@@ -342,6 +345,41 @@ def _status_blueprint(settings: Settings, engine: Engine) -> Blueprint:
         log_ends = read_log_ends(settings)  # before the database, which waits for no broker
         with engine.connect() as conn:
             return queries.status(conn, log_ends)
+
+    return blp
+
+
+def _reprocess_blueprint(settings: Settings) -> Blueprint:
+    blp = _Blueprint("reprocess", __name__, url_prefix="/v1/reprocess",
+                     description="Projecting chosen records again through today's code")
+
+    @blp.route("", methods=["POST"])
+    @requires("operator", "events.reprocess")
+    @blp.arguments(reprocess_arguments(settings.partitions), location="json")
+    @blp.response(200, ReprocessOut)
+    @_errors(blp, 403, 404, 409)
+    def reprocess_records(args: dict[str, Any]) -> dict[str, Any]:
+        """Project again the chosen records that were rejected or ignored, as the projector
+        would today (no checkpoint moves, no email is owed twice); with dry_run, report the
+        rows and emails that would change and change nothing."""
+        try:
+            selection = reprocess.Selection(
+                records=tuple((r["partition"], r["offset"]) for r in args.get("records", ())),
+                source=args.get("source"), type=args.get("type"), outcome=args.get("outcome"),
+                since=args.get("received_after"), until=args.get("received_before"))
+        except reprocess.SelectionInvalid as exc:
+            refused = BadRequest("the arguments are invalid; each one is named under fields")
+            refused.data = {"messages": {"json": {"_schema": [str(exc)]}}}  # type: ignore[attr-defined]
+            raise refused from None
+        try:
+            summary = reprocess.reprocess(settings, selection, args["dry_run"])
+        except reprocess.NotProjected as exc:
+            abort(404, str(exc))
+        except reprocess.ReprocessFailed as exc:
+            abort(409, str(exc))
+        targets, detail = summary.audited()
+        record_after(detail, targets)
+        return summary.as_dict()
 
     return blp
 

@@ -20,8 +20,9 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), status=status,
-                    mimetype="application/json", headers=headers)
+    # a list argument's errors are keyed by the item's index
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS),
+                    status=status, mimetype="application/json", headers=headers)
 
 
 def request_id() -> str:

@@ -62,6 +62,13 @@ def record_action(conn: sqlalchemy.Connection, detail: Mapping[str, Any] | None 
                         detail)
 
 
+def record_after(detail: Mapping[str, Any], targets: Sequence[str]) -> None:
+    """The `succeeded` row of an action that commits in transactions of its own (a
+    reprocess, chunk by chunk): written once it is done, in one more."""
+    action, _ = g.audit_action
+    _audit_apart(caller().name, action, targets, dict(detail), "succeeded")
+
+
 def _audit_apart(actor: str, action: str, targets: Sequence[str], detail: dict[str, Any],
                  outcome: audit.Outcome) -> None:
     """An audit row for an attempt that did nothing, in a transaction of its own."""

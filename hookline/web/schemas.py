@@ -359,3 +359,69 @@ class AuditOut(Schema):
 
 
 AuditPage = _page_schema("AuditPage", AuditOut)
+
+
+# --- reprocess --------------------------------------------------------------------------------
+
+
+def reprocess_arguments(partitions: int) -> type[Schema]:
+    """POST /v1/reprocess: records by offset, or a filter of the events rows; and dry_run."""
+    record = Schema.from_dict({
+        "partition": Partition(partitions, load_default=0),
+        "offset": fields.Integer(required=True, validate=validate.Range(min=0, max=MAX_BIGINT)),
+    }, name="ReprocessRecord")
+    return Schema.from_dict({
+        "records": fields.List(fields.Nested(record), validate=validate.Length(min=1, max=10_000),
+                               metadata={"description": "the records to project again"}),
+        "source": OneOf([*SOURCES, "unknown"]),
+        "type": Text(),
+        "outcome": OneOf(queries.OUTCOMES),
+        **period("received"),
+        "dry_run": fields.Boolean(load_default=False, metadata={
+            "description": "report what would change, change nothing"}),
+    }, name="ReprocessIn")
+
+
+class RecordChangeOut(Schema):
+    partition = Always(fields.Integer)
+    offset = Always(fields.Integer)
+    before = Always(fields.String, metadata={"description": "the outcome before"})
+    after = Always(fields.String, metadata={"description": "the outcome now"})
+    error = Nullable(fields.String, metadata={"description": "why, when rejected or ignored"})
+
+
+class RowChangeOut(Schema):
+    table = Always(fields.String)
+    key = Always(fields.String)
+    before = Nullable(fields.Dict, metadata={"description": "the columns that change; null for "
+                                                            "a new row"})
+    after = Always(fields.Dict)
+
+
+class EmailOwedOut(Schema):
+    event_id = Always(fields.String)
+    template = Always(fields.String)
+    recipient = Always(fields.String)
+
+
+class ReprocessOut(Schema):
+    dry_run = Always(fields.Boolean)
+    selected = Always(fields.Integer, metadata={"description": "records the selection names"})
+    skipped = Always(fields.Integer, metadata={
+        "description": "of them, applied or duplicate: their effects are already projected"})
+    operator_rejected = Always(fields.Integer, metadata={
+        "description": "left out of a filter: rejected by an operator (choose them by offset)"})
+    reprocessed = Always(fields.Integer)
+    changed = Always(fields.Integer, metadata={"description": "reprocessed with a new outcome"})
+    unchanged = Always(fields.Integer)
+    still_rejected = Always(fields.Integer)
+    emails_enqueued = Always(fields.Integer)
+    outcomes = Always(fields.Dict, keys=fields.String(), values=fields.Integer())
+    rows_changed = Always(fields.Dict, keys=fields.String(), values=fields.Integer(),
+                          metadata={"description": "by table; a dry run only"})
+    records = Always(fields.List, cls_or_instance=fields.Nested(RecordChangeOut),
+                     metadata={"description": "the first 100 whose outcome changed"})
+    rows = Always(fields.List, cls_or_instance=fields.Nested(RowChangeOut),
+                  metadata={"description": "a dry run's first 100 changed rows"})
+    emails = Always(fields.List, cls_or_instance=fields.Nested(EmailOwedOut),
+                    metadata={"description": "the first 100 emails enqueued"})

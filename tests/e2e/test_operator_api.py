@@ -218,7 +218,7 @@ def test_no_route_answers_without_a_valid_token_and_unknown_ids_are_json_404s(
         (method, path.replace("{transaction_id}", "tx-0000001").replace("{reference}", "BK-1")
          .replace("{offset}", "1").replace("{email_id}", "1"))
         for path, item in spec["paths"].items() for method in item if method != "parameters"]
-    assert len(routes) == 11
+    assert len(routes) == 12
     for method, path in routes:
         for header in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
                        {"Authorization": f"Basic {TOKEN}"}):
