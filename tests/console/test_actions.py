@@ -56,6 +56,7 @@ def test_a_reprocess_form_needs_its_csrf_token(console: Console) -> None:
     ({}, 422, "rebuild"),
     ({"outcome": "lost"}, 422, "outcome"),
     ({"offset": "99999"}, 404, "has not been projected"),
+    ({"source": "stripe", "outcome": "rejected"}, 409, "holds no record at offset"),
 ])
 def test_a_bad_selection_is_named_and_audited_failed(console: Console, form: dict[str, str],
                                                      status: int, says: str) -> None:
@@ -67,7 +68,7 @@ def test_a_bad_selection_is_named_and_audited_failed(console: Console, form: dic
     assert console.db.execute(AUDITED).fetchone()[1:4] == ("events.reprocess", [], "failed")
 
 
-def test_a_dry_run_by_filter_shows_the_diff_and_changes_nothing(console: Console) -> None:
+def test_a_filter_is_reprocessed_after_its_dry_run_shows_the_diff(console: Console) -> None:
     client = signed_in(console)
     events = client.get("/console/events?source=bookings&outcome=rejected"
                         "&received_after=2026-06-01T00:00:00Z").get_data(as_text=True)
@@ -90,6 +91,17 @@ def test_a_dry_run_by_filter_shows_the_diff_and_changes_nothing(console: Console
         "token-1", "events.reprocess", ["events:0:0"], "succeeded")
     assert detail["dry_run"] is True
     assert detail["from"] == "console"
+
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">',
+                             page.split('id="reprocess-these"')[0].rsplit("<form", 1)[1]))
+    done = client.post("/console/events/reprocess", data=hidden)  # "Reprocess these"
+    assert done.status_code == 303
+    assert "/console/events?" in done.headers["Location"]
+    assert "source=bookings" in done.headers["Location"]
+    assert outcome_of_record(console) == "applied"
+    assert "Reprocessed 1 of 1 records selected: 1 changed outcome" in client.get(
+        done.headers["Location"]).get_data(as_text=True)
+    assert console.db.execute(AUDITED).fetchone()[4]["dry_run"] is False
 
 
 @pytest.mark.parametrize(("query", "expected"), [
