@@ -24,7 +24,7 @@ from tests.conftest import (
     drop_database,
     new_stream,
 )
-from tests.console.seed import SECRET, seed_console
+from tests.console.seed import SECRET, seed_console, seed_rejected
 from tests.processes import TOKEN
 
 VIEWER = "viewer-token-" + "v" * 24  # a viewer's token: may look, may not act
@@ -51,7 +51,7 @@ def console(template_database: str) -> Iterator[Console]:
     try:
         with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as db:
             dead = seed_console(db)
-            db.execute("INSERT INTO consumer_offsets VALUES ('projector', -1)")
+            seed_rejected(settings, db)  # the projector's checkpoint at the log's end
             yield Console(settings, create_api(settings, engine), db, dead)
     finally:
         engine.dispose()

@@ -8,6 +8,10 @@ from typing import Any
 import orjson
 import psycopg
 
+from hookline.config import Settings
+from hookline.projection.batch import project_batch
+from tests.integration.test_booking_projection import created
+from tests.integration.test_reprocess import append, yesterday
 from tests.operator_seed import seed
 
 SECRET = "console-test-secret-0123456789abcdef"
@@ -15,6 +19,8 @@ XSS_ID = "tx-xss-1"
 SCRIPT = "<script>alert('owned')</script>"
 DEAD_RECIPIENT = "dead-letter@example.com"
 BOOKING = "BK-CONSOLE-1"
+REPROCESSED = "BK-REPROCESS-1"  # its booking.created was rejected by yesterday's code
+REPROCESSED_EMAIL = "fixed@example.com"
 CONTEXT = {"booking": {"reference": BOOKING, "customer_name": "Ada <b>Lovelace</b>",
                        "destination": "Lisbon", "travel_date": "Friday 01 May 2026",
                        "return_date": None, "travelers": 2, "total": "250.00 EUR",
@@ -61,3 +67,10 @@ def seed_console(db: psycopg.Connection[Any]) -> int:
                                    orjson.dumps(CONTEXT).decode())).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def seed_rejected(settings: Settings, db: psycopg.Connection[Any]) -> None:
+    """The log's one record (offset 0, which the rows above leave free): a booking.created that
+    yesterday's interpretation rejected, projected so, as the reprocess tests make theirs."""
+    records = append(settings, [(REPROCESSED, created(REPROCESSED, REPROCESSED_EMAIL))])
+    project_batch(db, "projector", records, -1, yesterday())

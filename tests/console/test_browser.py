@@ -1,6 +1,8 @@
 """The console in a real headless Chromium (Debian's chromium and chromium-driver, driven by
 Selenium): sign in, the overview, a transaction's trail with a hostile payload shown as text,
-a dead email retried and received by an SMTP server, sign out. No page may break its own
+a dead email retried and received by an SMTP server, a rejected record reprocessed after a
+dry run, both on the Audit page, a viewer offered neither and refused a forged one, sign out.
+No page may break its own
 Content-Security-Policy. With HOOKLINE_SCREENSHOTS=DIR each page is saved there as a PNG."""
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ from selenium.webdriver.support.wait import WebDriverWait
 from hookline.db.connection import Database
 from hookline.lifecycle import Stopper
 from hookline.mail.mailer import Mailer
-from tests.console.conftest import Console
-from tests.console.seed import BOOKING, DEAD_RECIPIENT, SCRIPT, XSS_ID
+from tests.console.conftest import VIEWER, Console
+from tests.console.seed import (
+    BOOKING,
+    DEAD_RECIPIENT,
+    REPROCESSED,
+    REPROCESSED_EMAIL,
+    SCRIPT,
+    XSS_ID,
+)
 from tests.mailbox import Mailbox, text_of
 from tests.processes import TOKEN, eventually
 
@@ -89,9 +98,9 @@ class Page:
         self.driver.save_screenshot(str(folder / f"{name}.png"))
         self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
-    def sign_in(self) -> None:
+    def sign_in(self, token: str = TOKEN) -> None:
         self.open("/console/sign-in")
-        self.driver.find_element(By.ID, "token").send_keys(TOKEN)
+        self.driver.find_element(By.ID, "token").send_keys(token)
         self.click("#sign-in")
         assert self.driver.current_url == self.base + "/console/"
 
@@ -175,6 +184,85 @@ def test_a_dead_email_is_retried_and_received(page: Page, console: Console,
     assert BOOKING in text_of(message)
     page.open("/console/outbox?status=sent")
     assert page.driver.find_elements(By.CSS_SELECTOR, row)
+    page.open("/console/audit?action=outbox.retry")
+    entry = page.text()
+    assert f"outbox:{console.dead_email}" in entry
+    assert "token-1" in entry
+    assert "succeeded" in entry
+
+
+def test_a_rejected_record_is_reprocessed_after_its_dry_run(page: Page,
+                                                            console: Console) -> None:
+    page.sign_in()
+    page.open("/console/events/0/0")  # rejected by yesterday's interpretation
+    assert "Reason: interpretation failed: KeyError: 'customer'" in page.text()
+    page.click("#reprocess")
+    assert page.driver.current_url.endswith("/console/events/reprocess/preview")
+    changed = page.driver.find_element(By.CSS_SELECTOR, ".diff-records").text
+    assert "offset 0 rejected applied" in changed
+    assert REPROCESSED in page.driver.find_element(By.CSS_SELECTOR, ".diff-rows").text
+    assert REPROCESSED_EMAIL in page.driver.find_element(By.CSS_SELECTOR, ".diff-emails").text
+    assert _outcome(console) == "rejected"  # the dry run changed nothing
+    page.shoot("reprocess")
+    page.click("#reprocess-these")
+    assert page.driver.current_url.endswith("/console/events/0/0")
+    assert "Reprocessed 1 of 1 records selected: 1 changed outcome" in page.text()
+    assert page.driver.find_element(By.CSS_SELECTOR, "#record-0-0 .badge").text == "applied"
+    assert not page.driver.find_elements(By.ID, "reprocess")  # nothing left to project again
+    assert _outcome(console) == "applied"
+    assert console.db.execute("SELECT recipient FROM email_outbox WHERE booking_reference = %s",
+                              (REPROCESSED,)).fetchall() == [(REPROCESSED_EMAIL,)]
+    page.open("/console/audit?action=events.reprocess")
+    rows = [r.text for r in page.driver.find_elements(By.CSS_SELECTOR, "tr[id^=audit-]")]
+    assert len(rows) == 2  # the dry run, then the reprocess, newest first
+    assert all("token-1" in r and "events:0:0" in r and "succeeded" in r for r in rows)
+    assert "dry_run false" in rows[0]
+    assert "dry_run true" in rows[1]
+    page.open("/console/audit")
+    page.shoot("audit")
+
+
+def _outcome(console: Console) -> str:
+    row = console.db.execute('SELECT outcome FROM events WHERE "partition" = 0 AND "offset" = 0'
+                             ).fetchone()
+    return str(row[0]) if row else "missing"
+
+
+def test_a_viewer_is_offered_no_action_and_a_forged_one_is_refused(page: Page,
+                                                                   console: Console) -> None:
+    page.sign_in(VIEWER)
+    page.open("/console/outbox")
+    assert not page.driver.find_elements(By.CSS_SELECTOR, "button.retry, #retry-dead")
+    page.open("/console/events?outcome=rejected")
+    assert not page.driver.find_elements(By.ID, "reprocess")
+    page.click("a.event")
+    assert "Reason: amount: missing" in page.text()  # a record an operator could reprocess
+    assert not page.driver.find_elements(By.ID, "reprocess")
+    before = page.driver.find_element(By.TAG_NAME, "html")
+    page.driver.execute_script(FORGE, "/console/events/reprocess", {"partition": "0",
+                                                                    "offset": "10002"})
+    WebDriverWait(page.driver, 10).until(staleness_of(before))
+    [refused] = [entry["message"] for entry in page.driver.get_log("browser")]
+    assert "status of 403" in refused  # the only complaint: the refusal itself
+    assert "403" in page.text()
+    assert "viewer" in page.text()
+    audited = console.db.execute("SELECT actor, action, outcome FROM operator_audit "
+                                 "ORDER BY id DESC LIMIT 1").fetchone()
+    assert audited == ("viewer", "events.reprocess", "refused")
+
+
+# a form the page never offered, sent with the page's own CSRF token (from its sign-out form)
+FORGE = """
+const form = document.createElement('form');
+form.method = 'post'; form.action = arguments[0];
+const fields = Object.assign({csrf_token: document.querySelector('[name=csrf_token]').value},
+                             arguments[1]);
+for (const [name, value] of Object.entries(fields)) {
+  const input = document.createElement('input');
+  input.type = 'hidden'; input.name = name; input.value = value; form.appendChild(input);
+}
+document.body.appendChild(form); form.submit();
+"""
 
 
 def _one(messages: list[object]) -> list[object]:

@@ -113,7 +113,7 @@ def test_signing_out_ends_the_session(console: Console) -> None:
 
 
 @pytest.mark.parametrize("path", ["/console/sign-in", "/console/", "/console/no-such-page",
-                                  f"/console/transactions/{XSS_ID}"])
+                                  f"/console/transactions/{XSS_ID}", "/console/audit"])
 def test_every_console_page_forbids_frames_and_inline_script(console: Console,
                                                              path: str) -> None:
     answer = signed_in(console).get(path)

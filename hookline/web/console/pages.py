@@ -1,5 +1,5 @@
 """The console's pages: each reads through hookline.readside, as the API does, and renders a
-template; the outbox's actions are the only writes."""
+template; the outbox's actions and a reprocess (in reprocessing) are the only writes."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ from hookline.config import Settings
 from hookline.log.topology import read_log_ends
 from hookline.mail.outbox import render
 from hookline.readside import console, queries
+from hookline.readside.audit import AUDIT, OUTCOMES
 from hookline.senders.registry import interpreters
 from hookline.web.console import session
 from hookline.web.console.present import bar_chart
+from hookline.web.console.reprocessing import add_reprocess_routes, filter_of
 from hookline.web.console.session import Tokens
 from hookline.web.operators import record_action, requires
 from hookline.web.schemas import (
     MAX_BIGINT,
+    AuditFilters,
     BookingFilters,
     OutboxFilters,
     TransactionFilters,
@@ -44,6 +47,11 @@ def add_routes(blp: Blueprint, settings: Settings, engine: Engine, tokens: Token
     _booking_routes(blp, reader)
     _event_routes(blp, settings, reader)
     _outbox_routes(blp, reader)
+    add_reprocess_routes(blp, settings)
+
+    @blp.get("/audit")
+    def audit() -> tuple[str, int]:
+        return _list(reader, AUDIT, AuditFilters, "console/audit.html", outcomes=OUTCOMES)
 
     @blp.route("/<path:_unknown>", methods=["GET", "POST"])
     def unknown(_unknown: str) -> Response:
@@ -178,6 +186,7 @@ def _event_routes(blp: Blueprint, settings: Settings, engine: Engine) -> None:
         # payload search appears once the events' filters take `q`
         return _list(engine, queries.EVENTS, filters, "console/events.html",
                      searchable="q" in filters().fields, outcomes=queries.OUTCOMES,
+                     reprocessable=filter_of(request.args),
                      sources=sorted(interpreters()), partitions=settings.partitions)
 
     @blp.get("/events/<int:partition>/<int:offset>")
