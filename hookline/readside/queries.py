@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    func,
     literal_column,
     select,
     tuple_,
@@ -29,7 +30,7 @@ from sqlalchemy import (
 
 from hookline.config import PROJECTOR, consumer_name
 from hookline.db import checkpoints, outbox
-from hookline.db.models import Booking, EmailOutbox, Event, Transaction
+from hookline.db.models import PAYLOAD_WORDS, Booking, EmailOutbox, Event, Transaction
 from hookline.db.outbox import EmailMissing as EmailMissing  # what retry_email raises
 from hookline.db.outbox import NotRetryable as NotRetryable
 from hookline.domain.bookings import Template
@@ -130,6 +131,17 @@ BOOKINGS = Listing("bookings", _bookings, ("created_at", "reference"), {
     "created_after": lambda v: _bookings.c.created_at >= v,
     "created_before": lambda v: _bookings.c.created_at < v,
 })
+SEARCH_MIN_LENGTH = 3  # shorter text is no search: it matches much of the log
+
+
+def payload_contains(text: str) -> ColumnElement[bool]:
+    """Records whose payload holds `text`'s words in a row, ignoring case: an email, a
+    reference, an amount as written. Whole words only (the index holds words, not parts of
+    them); operators of the query syntax in `text` are words like any other."""
+    query = func.phraseto_tsquery(literal_column("'simple'::regconfig"), text)
+    return cast(ColumnElement[bool], PAYLOAD_WORDS.op("@@")(query))
+
+
 # offsets count within a partition: (offset, partition) is unique; migration 0005's indexes
 EVENTS = Listing("events", _events, ("offset", "partition"), {
     "partition": lambda v: _events.c.partition == v,
@@ -139,6 +151,7 @@ EVENTS = Listing("events", _events, ("offset", "partition"), {
     "outcome": lambda v: _events.c.outcome == v,
     "received_after": lambda v: _events.c.received_at >= v,
     "received_before": lambda v: _events.c.received_at < v,
+    "q": payload_contains,
 }, omit=("payload",))
 OUTBOX = Listing("outbox", _outbox, ("id",), {
     "status": lambda v: _outbox.c.status == v,
