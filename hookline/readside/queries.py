@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
+from sqlalchemy import text as sql_text
 
 from hookline.config import PROJECTOR, consumer_name
 from hookline.db import checkpoints, outbox
@@ -163,7 +164,10 @@ LISTINGS = {listing.name: listing for listing in (TRANSACTIONS, BOOKINGS, EVENTS
 def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: int,
          after: Sequence[Any] | None = None) -> Page:
     rows: list[Row] = []
-    for statement in listing.statements(filters, limit, after):
+    statements = listing.statements(filters, limit, after)
+    if listing is EVENTS and "q" in filters and not _common_words(conn, filters["q"]):
+        statements = [_searched_first(statement) for statement in statements]
+    for statement in statements:
         rows += [_shape(dict(row)) for row in conn.execute(statement).mappings()]
         if len(rows) > limit:
             break
@@ -171,6 +175,33 @@ def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: 
         return Page(rows, None)
     shown = rows[:limit]
     return Page(shown, tuple(shown[-1][name] for name in listing.key))
+
+
+WALKED_SHARE = 0.05  # rarer words are found by the index, then sorted: newer rows are few
+# the share of the payloads holding q's rarest word, by the index's statistics (0 when unlisted)
+_RAREST_WORD = sql_text("""
+    SELECT min(coalesce(listed.share, 0))
+    FROM pg_stats AS s,
+         unnest(tsvector_to_array(to_tsvector('simple'::regconfig, :q))) AS word,
+         LATERAL (SELECT max(m.share) AS share
+                  FROM unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs)
+                       AS m(elem, share) WHERE m.elem = word) AS listed
+    WHERE s.schemaname = current_schema() AND s.tablename = 'events_payload_search'""")
+
+
+def _common_words(conn: Connection, q: str) -> bool:
+    """Whether each word of q is in at least WALKED_SHARE of the payloads, so that walking the
+    records newest first finds a page soon."""
+    share = conn.execute(_RAREST_WORD, {"q": q}).scalar()
+    return share is not None and float(share) >= WALKED_SHARE
+
+
+def _searched_first(statement: Select[Any]) -> Select[Any]:
+    """The statement sorting its matches rather than walking the records newest first: for a
+    word it has no statistics of, or words that are rarely together, the planner guesses far
+    too many rows and would walk the whole table. `+ 0` hides the primary key's order."""
+    return statement.order_by(None).order_by((_events.c.offset + 0).desc(),
+                                             _events.c.partition.desc())
 
 
 def _shape(row: Row) -> Row:
