@@ -205,7 +205,7 @@ def timed(conn: Connection, search: Search, filters: dict[str, Any], runs: int
 
 
 def plan(conn: Connection, listing: queries.Listing, filters: dict[str, Any]) -> str:
-    statement = listing.statements(filters, 50)[0]
+    statement = queries.page_statements(conn, listing, filters, 50)[0]
     compiled = statement.compile(dialect=conn.dialect)
     found = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params
                                  ).scalar_one()[0]["Plan"]

@@ -164,10 +164,7 @@ LISTINGS = {listing.name: listing for listing in (TRANSACTIONS, BOOKINGS, EVENTS
 def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: int,
          after: Sequence[Any] | None = None) -> Page:
     rows: list[Row] = []
-    statements = listing.statements(filters, limit, after)
-    if listing is EVENTS and "q" in filters and not _common_words(conn, filters["q"]):
-        statements = [_searched_first(statement) for statement in statements]
-    for statement in statements:
+    for statement in page_statements(conn, listing, filters, limit, after):
         rows += [_shape(dict(row)) for row in conn.execute(statement).mappings()]
         if len(rows) > limit:
             break
@@ -178,6 +175,16 @@ def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: 
 
 
 WALKED_SHARE = 0.05  # rarer words are found by the index, then sorted: newer rows are few
+def page_statements(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: int,
+                    after: Sequence[Any] | None = None) -> list[Select[Any]]:
+    """What `page` runs: the listing's statements, a payload search's sorting its matches
+    unless each of its words is common."""
+    statements = listing.statements(filters, limit, after)
+    if listing is EVENTS and "q" in filters and not _common_words(conn, filters["q"]):
+        statements = [_searched_first(statement) for statement in statements]
+    return statements
+
+
 # the share of the payloads holding q's rarest word, by the index's statistics (0 when unlisted)
 _RAREST_WORD = sql_text("""
     SELECT min(coalesce(listed.share, 0))
