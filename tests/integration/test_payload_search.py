@@ -163,3 +163,18 @@ def test_a_search_is_read_through_the_payload_index(searched: str) -> None:
                                                            compiled.params))
     engine.dispose()
     assert "events_payload_search" in plan, plan
+
+
+def test_a_rare_word_is_sorted_from_the_index_and_a_common_one_walks_newest_first(
+        searched: str) -> None:
+    """The planner guesses 0.5% of the table for a word its statistics do not list: such a
+    search sorts the index's matches instead of walking every record newest first."""
+    engine = create_engine(searched)
+    with engine.connect() as conn:
+        rare = queries.page_statements(conn, queries.EVENTS, {"q": "grace@example.net"}, 50)
+        common = queries.page_statements(conn, queries.EVENTS, {"q": "evt"}, 50)
+        assert "+" in str(rare[0].compile()).split("ORDER BY")[1]
+        assert "+" not in str(common[0].compile()).split("ORDER BY")[1]
+        assert [r["offset"] for r in queries.page(conn, queries.EVENTS, {"q": "evt"}, 2).items] \
+            == [5002, FILLER]  # newest first
+    engine.dispose()
