@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -68,6 +69,13 @@ class Event(Base):
         Index("events_outcome", "outcome", "offset", "partition"),
         Index("events_received_at", "received_at"),
     )
+
+
+# the words of every string and number of a payload, as written (no stemming, no stop words)
+PAYLOAD_WORDS = func.jsonb_to_tsvector(text("'simple'::regconfig"), Event.payload,
+                                       text("""'["string", "numeric"]'::jsonb"""))
+# GET /v1/events?q= (migration 0009)
+Index("events_payload_search", PAYLOAD_WORDS, postgresql_using="gin")
 
 
 class OperatorRejection(Base):

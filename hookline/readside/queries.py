@@ -22,14 +22,16 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    func,
     literal_column,
     select,
     tuple_,
 )
+from sqlalchemy import text as sql_text
 
 from hookline.config import PROJECTOR, consumer_name
 from hookline.db import checkpoints, outbox
-from hookline.db.models import Booking, EmailOutbox, Event, Transaction
+from hookline.db.models import PAYLOAD_WORDS, Booking, EmailOutbox, Event, Transaction
 from hookline.db.outbox import EmailMissing as EmailMissing  # what retry_email raises
 from hookline.db.outbox import NotRetryable as NotRetryable
 from hookline.domain.bookings import Template
@@ -130,6 +132,17 @@ BOOKINGS = Listing("bookings", _bookings, ("created_at", "reference"), {
     "created_after": lambda v: _bookings.c.created_at >= v,
     "created_before": lambda v: _bookings.c.created_at < v,
 })
+SEARCH_MIN_LENGTH = 3  # shorter text is no search: it matches much of the log
+
+
+def payload_contains(text: str) -> ColumnElement[bool]:
+    """Records whose payload holds `text`'s words in a row, ignoring case: an email, a
+    reference, an amount as written. Whole words only (the index holds words, not parts of
+    them); operators of the query syntax in `text` are words like any other."""
+    query = func.phraseto_tsquery(literal_column("'simple'::regconfig"), text)
+    return cast(ColumnElement[bool], PAYLOAD_WORDS.op("@@")(query))
+
+
 # offsets count within a partition: (offset, partition) is unique; migration 0005's indexes
 EVENTS = Listing("events", _events, ("offset", "partition"), {
     "partition": lambda v: _events.c.partition == v,
@@ -139,6 +152,7 @@ EVENTS = Listing("events", _events, ("offset", "partition"), {
     "outcome": lambda v: _events.c.outcome == v,
     "received_after": lambda v: _events.c.received_at >= v,
     "received_before": lambda v: _events.c.received_at < v,
+    "q": payload_contains,
 }, omit=("payload",))
 OUTBOX = Listing("outbox", _outbox, ("id",), {
     "status": lambda v: _outbox.c.status == v,
@@ -150,7 +164,7 @@ LISTINGS = {listing.name: listing for listing in (TRANSACTIONS, BOOKINGS, EVENTS
 def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: int,
          after: Sequence[Any] | None = None) -> Page:
     rows: list[Row] = []
-    for statement in listing.statements(filters, limit, after):
+    for statement in page_statements(conn, listing, filters, limit, after):
         rows += [_shape(dict(row)) for row in conn.execute(statement).mappings()]
         if len(rows) > limit:
             break
@@ -158,6 +172,43 @@ def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: 
         return Page(rows, None)
     shown = rows[:limit]
     return Page(shown, tuple(shown[-1][name] for name in listing.key))
+
+
+WALKED_SHARE = 0.05  # rarer words are found by the index, then sorted: newer rows are few
+def page_statements(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: int,
+                    after: Sequence[Any] | None = None) -> list[Select[Any]]:
+    """What `page` runs: the listing's statements, a payload search's sorting its matches
+    unless each of its words is common."""
+    statements = listing.statements(filters, limit, after)
+    if listing is EVENTS and "q" in filters and not _common_words(conn, filters["q"]):
+        statements = [_searched_first(statement) for statement in statements]
+    return statements
+
+
+# the share of the payloads holding q's rarest word, by the index's statistics (0 when unlisted)
+_RAREST_WORD = sql_text("""
+    SELECT min(coalesce(listed.share, 0))
+    FROM pg_stats AS s,
+         unnest(tsvector_to_array(to_tsvector('simple'::regconfig, :q))) AS word,
+         LATERAL (SELECT max(m.share) AS share
+                  FROM unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs)
+                       AS m(elem, share) WHERE m.elem = word) AS listed
+    WHERE s.schemaname = current_schema() AND s.tablename = 'events_payload_search'""")
+
+
+def _common_words(conn: Connection, q: str) -> bool:
+    """Whether each word of q is in at least WALKED_SHARE of the payloads, so that walking the
+    records newest first finds a page soon."""
+    share = conn.execute(_RAREST_WORD, {"q": q}).scalar()
+    return share is not None and float(share) >= WALKED_SHARE
+
+
+def _searched_first(statement: Select[Any]) -> Select[Any]:
+    """The statement sorting its matches rather than walking the records newest first: for a
+    word it has no statistics of, or words that are rarely together, the planner guesses far
+    too many rows and would walk the whole table. `+ 0` hides the primary key's order."""
+    return statement.order_by(None).order_by((_events.c.offset + 0).desc(),
+                                             _events.c.partition.desc())
 
 
 def _shape(row: Row) -> Row:

@@ -145,6 +145,9 @@ _EventFilters = list_arguments("EventFilters", queries.EVENTS, {
     "subject": Text(),
     "outcome": OneOf(queries.OUTCOMES),
     **period("received"),
+    "q": fields.String(validate=[
+        validate.Length(min=queries.SEARCH_MIN_LENGTH, max=255), _storable], metadata={
+        "description": "text the payload contains (an email, a reference, an amount), any case"}),
 })
 
 
