@@ -1,5 +1,6 @@
 """The console in a real headless Chromium (Debian's chromium and chromium-driver, driven by
 Selenium): sign in, the overview, a transaction's trail with a hostile payload shown as text,
+a payload found by the customer email it holds,
 a dead email retried and received by an SMTP server, a rejected record reprocessed after a
 dry run, both on the Audit page, a viewer offered neither and refused a forged one, sign out.
 No page may break its own
@@ -158,6 +159,20 @@ def test_bookings_and_events_list_and_open(page: Page) -> None:
     page.click("a.event")
     assert "Reason: amount: missing" in page.text()
     page.shoot("event")
+
+
+def test_a_payload_is_found_by_the_customer_email_it_holds(page: Page) -> None:
+    page.sign_in()
+    page.open("/console/events")
+    page.driver.find_element(By.NAME, "q").send_keys(REPROCESSED_EMAIL)
+    page.click("form.filters button[type=submit]")
+    assert "q=fixed%40example.com" in page.driver.current_url
+    found = page.driver.find_elements(By.CSS_SELECTOR, "a.event")
+    assert len(found) == 1
+    assert REPROCESSED in page.text()
+    page.shoot("search")
+    page.click("a.event")
+    assert REPROCESSED_EMAIL in page.text()  # the payload, pretty-printed
 
 
 def test_a_dead_email_is_retried_and_received(page: Page, console: Console,
