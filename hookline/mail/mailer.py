@@ -132,7 +132,7 @@ class Mailer:
         self.server = SmtpServer.from_url(settings.smtp_url)
         self.domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
         base = settings.mail_backoff_base
-        self.backoff = wait_exponential_jitter(initial=base, max=BACKOFF_CAP_SECONDS,
+        self.backoff = wait_exponential_jitter(multiplier=base, max=BACKOFF_CAP_SECONDS,
                                                jitter=base / 2)
         self._gauges_at = 0.0
         self._unrecorded: dict[int, Rendered] = {}  # sent, the commit saying so not done yet
