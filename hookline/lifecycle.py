@@ -7,6 +7,11 @@ import signal
 import threading
 from types import FrameType
 
+
+class Unreachable(Exception):
+    """A service the process needs (PostgreSQL, RabbitMQ) cannot be reached; the message says
+    which, by its masked URL."""
+
 log = logging.getLogger(__name__)
 
 

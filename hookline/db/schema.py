@@ -11,11 +11,12 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from hookline.config import Settings, mask_url
+from hookline.lifecycle import Unreachable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-class DatabaseUnreachable(Exception):
+class DatabaseUnreachable(Unreachable):
     """PostgreSQL cannot be reached; the message names the masked URL."""
 
 

@@ -12,6 +12,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from hookline.config import Settings, mask_url
+from hookline.lifecycle import Unreachable
 from hookline.log.ends import LogEnd, LogEnds
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ PEEK_SECONDS = 0.5
 PEEK_PREFETCH = 2_000  # the last chunk and what follows it; the end is approximate under load
 
 
-class BrokerUnreachable(Exception):
+class BrokerUnreachable(Unreachable):
     """RabbitMQ cannot be reached or refused us; the message names the masked URL."""
 
 

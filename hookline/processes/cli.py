@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hookline.config import Settings, SettingsError, load_settings
+from hookline.lifecycle import Unreachable
 from hookline.processes.logformat import LineFormatter
 
 log = logging.getLogger("hookline")
@@ -37,19 +38,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.command(settings, args)
     except SettingsError as exc:
         sys.exit(f"hookline: invalid setting: {exc}")
-    except Exception as exc:
-        if not _unreachable(exc):
-            raise
+    except Unreachable as exc:
         sys.exit(f"hookline: {exc}")
-
-
-def _unreachable(exc: Exception) -> bool:
-    """PostgreSQL or RabbitMQ unreachable. Looked up among the modules the command loaded, so
-    that one which never talks to RabbitMQ (the mailer) does not load pika to say so."""
-    kinds = {"hookline.db.schema": "DatabaseUnreachable",
-             "hookline.log.topology": "BrokerUnreachable"}
-    return any(isinstance(exc, getattr(sys.modules[module], kind))
-               for module, kind in kinds.items() if module in sys.modules)
 
 
 def _parser() -> argparse.ArgumentParser:

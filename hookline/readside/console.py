@@ -7,10 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import psycopg
 from sqlalchemy import Connection, Table, Text, func, literal_column, select, tuple_
 
-from hookline.db import outbox
 from hookline.db.models import EmailOutbox, Event
 from hookline.db.outbox import SHOWN
 
@@ -100,7 +98,3 @@ def email(conn: Connection, email_id: int) -> Row | None:
     row = conn.execute(select(_outbox).where(_outbox.c.id == email_id)).mappings().first()
     return None if row is None else dict(row)
 
-
-def retry_dead(conn: Connection) -> list[int]:
-    """Every dead email becomes pending again, due now; their ids."""
-    return outbox.retry_dead(cast(psycopg.Connection[Any], conn.connection.driver_connection))

@@ -158,7 +158,6 @@ OUTBOX = Listing("outbox", _outbox, ("id",), {
     "status": lambda v: _outbox.c.status == v,
     "template": lambda v: _outbox.c.template == v,
 }, omit=outbox.LARGE)
-LISTINGS = {listing.name: listing for listing in (TRANSACTIONS, BOOKINGS, EVENTS, OUTBOX)}
 
 
 def page(conn: Connection, listing: Listing, filters: Mapping[str, Any], limit: int,
@@ -321,6 +320,11 @@ def _driver(conn: Connection) -> psycopg.Connection[Any]:
     """The psycopg connection under `conn`, in its transaction: the outbox and the checkpoints
     are hookline.db's, written in psycopg's SQL."""
     return cast(psycopg.Connection[Any], conn.connection.driver_connection)
+
+
+def retry_dead(conn: Connection) -> list[int]:
+    """Every dead email becomes pending again, due now; their ids."""
+    return outbox.retry_dead(_driver(conn))
 
 
 def retry_email(conn: Connection, email_id: int) -> Row:

@@ -180,14 +180,14 @@ def _by_event(emails: list[Row]) -> dict[str, list[Row]]:
 
 def _event_routes(blp: Blueprint, settings: Settings, engine: Engine) -> None:
     filters = event_filters(settings.partitions)
+    searchable, sources = "q" in filters().fields, sorted(interpreters())  # fixed per process
 
     @blp.get("/events")
     def events() -> tuple[str, int]:
-        # payload search appears once the events' filters take `q`
         return _list(engine, queries.EVENTS, filters, "console/events.html",
-                     searchable="q" in filters().fields, outcomes=queries.OUTCOMES,
+                     searchable=searchable, outcomes=queries.OUTCOMES,
                      reprocessable=filter_of(request.args),
-                     sources=sorted(interpreters()), partitions=settings.partitions)
+                     sources=sources, partitions=settings.partitions)
 
     @blp.get("/events/<int:partition>/<int:offset>")
     def event(partition: int, offset: int) -> str:
@@ -255,7 +255,7 @@ def _outbox_actions(blp: Blueprint, engine: Engine) -> None:
     @requires("operator", "outbox.retry_dead")
     def retry_dead() -> Response:
         with engine.begin() as conn:
-            ids = console.retry_dead(conn)
+            ids = queries.retry_dead(conn)
             record_action(conn, {"from": "console"}, targets=[f"outbox:{i}" for i in ids])
         flash(f"{len(ids)} dead emails are pending again.")
         return _redirect("console.outbox", status="pending")

@@ -38,8 +38,9 @@ class Tokens:
 
     def given(self, token: str) -> tuple[str, OperatorToken] | None:
         """The fingerprint and operator of a token typed at sign-in, if it is one."""
-        found = self.of(self._print(token.strip()))
-        return None if found is None else (self._print(token.strip()), found)
+        fingerprint = self._print(token.strip())
+        found = self.of(fingerprint)
+        return None if found is None else (fingerprint, found)
 
     def of(self, fingerprint: Any) -> OperatorToken | None:
         """The operator whose token has this fingerprint; every one compared, in equal time."""
